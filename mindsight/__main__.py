@@ -1,0 +1,3 @@
+from mindsight.cli.main import cli
+
+cli()

@@ -1,0 +1,1 @@
+"""Command tree of `mindsight`; each module adds one group of subcommands."""

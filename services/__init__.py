@@ -1,0 +1,1 @@
+"""HTTP services: the /embed_text API and the reference gallery."""

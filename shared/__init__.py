@@ -1,0 +1,1 @@
+"""Common library of mindsight-ml: settings, payloads, errors, images, queues, gallery client, models."""

@@ -1,0 +1,35 @@
+"""Names of every Redis key this project owns, in one place."""
+
+from __future__ import annotations
+
+from shared.payloads import Capability
+
+RQ_QUEUES: dict[Capability, str] = {
+    Capability.CLIP: "clip",
+    Capability.CAPTION: "caption",
+    Capability.FACE: "face",
+    Capability.TEXT: "text",
+}
+"""One RQ queue per capability, so each scales and fails on its own."""
+
+KEY_PREFIX = "mindsight"
+
+
+def processing_list(source_queue: str, consumer_id: str) -> str:
+    """Per-consumer list holding payloads popped from `source_queue` but not yet handed to RQ."""
+    return f"{KEY_PREFIX}:processing:{source_queue}:{consumer_id}"
+
+
+def consumer_heartbeat(consumer_id: str) -> str:
+    """Key that exists (with a TTL) while a router consumer is alive."""
+    return f"{KEY_PREFIX}:router:alive:{consumer_id}"
+
+
+CONSUMERS_SET = f"{KEY_PREFIX}:router:consumers"
+"""Every router consumer id ever registered; used to find processing lists of dead consumers."""
+
+REQUEUE_INFLIGHT = f"{KEY_PREFIX}:dlq:requeue-inflight"
+"""Entries moved out of a DLQ by `dlq requeue` and not yet enqueued; finished on the next requeue."""
+
+WORKER_PAUSE = f"{KEY_PREFIX}:pause"
+"""Set (with a TTL) when the gallery rejects our token, so every worker holds off together."""

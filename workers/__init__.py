@@ -1,0 +1,1 @@
+"""Queue consumers: the router (backend lists -> RQ) and one RQ worker per capability."""
