@@ -3,4 +3,8 @@
 pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.settings",
+    "tests.fixtures.clip_models",
+    "tests.fixtures.gallery",
+    "tests.fixtures.faces",
+    "tests.fixtures.captions",
 ]
