@@ -94,6 +94,7 @@ class ClipSettings(_Group):
     model_name: str = Field("openai/clip-vit-large-patch14", validation_alias="CLIP_MODEL_NAME")
     default_model: str = Field("clip-ViT-L-14", validation_alias="PROCESSING_DEFAULT_MODEL")
     embedding_dim: int = Field(768, validation_alias="PROCESSING_EMBEDDING_DIM")
+    dims_raw: str = Field("", validation_alias="CLIP_MODEL_DIMS")
     runtime: Literal["auto", "torch", "onnx"] = Field("auto", validation_alias="MINDSIGHT_CLIP_RUNTIME")
     max_text_tokens: int = Field(77, validation_alias="MINDSIGHT_MAX_TEXT_TOKENS")
 
@@ -119,6 +120,17 @@ class ClipSettings(_Group):
         if not specs:
             raise ConfigError("CLIP_MODELS is set but names no model")
         return specs
+
+    def expected_dim(self, label: str) -> int:
+        """Dimension a label must produce: its CLIP_MODEL_DIMS entry, else PROCESSING_EMBEDDING_DIM."""
+        for item in self.dims_raw.split(","):
+            name, sep, dim = item.partition("=")
+            if sep and name.strip() == label:
+                try:
+                    return int(dim)
+                except ValueError as exc:
+                    raise ConfigError(f"CLIP_MODEL_DIMS entry {item!r} must look like label=768") from exc
+        return self.embedding_dim
 
     def label_for(self, requested: str | None) -> str:
         """The label a text job or request means: its own, or the default (first configured) one."""
