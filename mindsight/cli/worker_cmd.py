@@ -1,0 +1,90 @@
+"""`mindsight worker clip|caption|face|text|all`: one RQ worker per capability, models loaded once."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import click
+import redis
+from rq.serializers import JSONSerializer
+
+from mindsight.cli.common import config_errors_exit, settings_from
+from shared.logging_setup import configure_logging
+from shared.metrics import serve_health
+from shared.payloads import Capability
+from shared.queues import RQ_QUEUES
+from workers.bootstrap import build_context
+from workers.dispatch import rq_queue
+from workers.rq_worker import MindsightWorker
+
+log = logging.getLogger(__name__)
+
+
+@click.group()
+def worker() -> None:
+    """Run an RQ worker for one capability (several with --also)."""
+
+
+def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) -> None:
+    """Load models, then work the capability queues; restart the loop (models kept) if Redis drops."""
+    settings = settings_from(ctx)
+    configure_logging(settings.worker.log_level, settings.worker.log_format)
+    wctx = build_context(settings, capabilities)
+    queues = [rq_queue(wctx.connection, cap) for cap in capabilities]
+
+    def ready() -> tuple[bool, dict[str, object]]:
+        try:
+            wctx.connection.ping()
+        except redis.RedisError as exc:
+            return False, {"redis": str(exc)}
+        tasks = {c.value: t.describe() for c, t in wctx.photo_tasks.items()}
+        if wctx.text_task:
+            tasks["text"] = wctx.text_task.describe()
+        return True, {"capabilities": [c.value for c in capabilities], "models": tasks,
+                      "paused_s": round(wctx.pause.remaining(), 1)}
+
+    serve_health(settings.worker.metrics_port, ready)
+    backoff = 1.0
+    while True:
+        w = MindsightWorker(
+            queues, connection=wctx.connection, serializer=JSONSerializer,
+            heartbeat_s=settings.worker.heartbeat_s, abandoned_after_s=settings.worker.abandoned_after_s,
+            pause=wctx.pause, maintenance_interval=max(30, settings.worker.heartbeat_s * 3),
+            job_monitoring_interval=settings.worker.heartbeat_s,
+        )
+        try:
+            w.work(burst=burst, logging_level=None)
+        except redis.RedisError as exc:
+            log.warning("worker lost Redis: %s", exc)
+        if burst or w.stop_requested_by_signal:
+            return
+        log.warning("worker loop ended unexpectedly (Redis restart?); restarting in %.0fs", backoff)
+        time.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
+def _make(cap: Capability) -> click.Command:
+    @click.command(name=cap.value, help=f"Work the '{RQ_QUEUES[cap]}' queue.")
+    @click.option("--also", default="", help="Comma-separated capabilities to host in the same process.")
+    @click.option("--burst", is_flag=True, help="Exit when the queues are empty (tests, batch imports).")
+    @click.pass_context
+    @config_errors_exit
+    def command(ctx: click.Context, also: str, burst: bool) -> None:
+        caps = [cap] + [Capability(c.strip()) for c in also.split(",") if c.strip() and c.strip() != cap.value]
+        run_worker(ctx, caps, burst)
+
+    return command
+
+
+for _cap in Capability:
+    worker.add_command(_make(_cap))
+
+
+@worker.command(name="all")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.pass_context
+@config_errors_exit
+def all_capabilities(ctx: click.Context, burst: bool) -> None:
+    """Host every capability in one process (small machines): one decode serves all of them."""
+    run_worker(ctx, [Capability.CLIP, Capability.CAPTION, Capability.FACE, Capability.TEXT], burst)

@@ -1,0 +1,76 @@
+"""Prometheus metrics shared by the router and workers, and the small health/metrics HTTP endpoint.
+
+Every long-running process serves GET /healthz (alive), /readyz (models loaded, Redis reachable) and
+/metrics on MINDSIGHT_METRICS_PORT (0 = off), so compose, Kubernetes and Prometheus can watch it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+_STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+JOBS = Counter(
+    "mindsight_jobs_total", "Photos/texts handled, by capability, model label and outcome.",
+    ["capability", "model", "outcome"],  # outcome: done | failed | retried | deferred
+)
+STAGE_SECONDS = Histogram(
+    "mindsight_stage_seconds", "Time per batch in each stage.", ["capability", "stage"], buckets=_STAGE_BUCKETS
+)
+BATCH_SIZE = Histogram(
+    "mindsight_batch_size", "Items per unit of work.", ["capability"], buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+QUEUE_DEPTH = Gauge("mindsight_queue_depth", "Length of a Redis list we watch.", ["queue"])
+ROUTED = Counter("mindsight_routed_total", "Payloads taken off the backend lists.", ["source", "outcome"])
+
+
+ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    ready_check: ReadyCheck = staticmethod(lambda: (True, {}))  # type: ignore[assignment]
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        if self.path.startswith("/healthz"):
+            self._send(200, "application/json", b'{"status":"ok"}')
+        elif self.path.startswith("/readyz"):
+            try:
+                ok, detail = type(self).ready_check()
+            except Exception as exc:  # a readiness probe must answer, not crash
+                ok, detail = False, {"error": str(exc)}
+            body = json.dumps({"ready": ok, **detail}, default=str).encode()
+            self._send(200 if ok else 503, "application/json", body)
+        elif self.path.startswith("/metrics"):
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest())
+        else:
+            self._send(404, "application/json", b'{"error":"not found"}')
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: keep logs quiet
+        return
+
+
+def serve_health(port: int, ready_check: ReadyCheck, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
+    """Start the /healthz /readyz /metrics endpoint in a daemon thread; None when port is 0."""
+    if not port:
+        return None
+    handler = type("HealthHandler", (_Handler,), {"ready_check": staticmethod(ready_check)})
+    server = ThreadingHTTPServer((host, port), handler)
+    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
+    log.info("health and metrics on http://%s:%d/{healthz,readyz,metrics}", host, port)
+    return server

@@ -1,0 +1,81 @@
+"""Build a worker process's warm context: Redis, gallery client, and the models of its capabilities."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import redis
+
+from shared.device import resolve_device, set_threads
+from shared.gallery_client import GalleryClient
+from shared.payloads import Capability
+from shared.settings import Settings
+from workers.dispatch import Dispatcher
+from workers.photo_decoder import PhotoDecoder
+from workers.runtime import PauseControl, WorkerContext, install
+
+log = logging.getLogger(__name__)
+
+
+def build_context(settings: Settings, capabilities: list[Capability], name: str | None = None) -> WorkerContext:
+    """Load everything `capabilities` need, log what really runs where, and install the context."""
+    connection = redis.Redis.from_url(settings.redis.url, health_check_interval=30)
+    gallery = GalleryClient(settings.gallery)
+    ctx = WorkerContext(
+        settings=settings,
+        connection=connection,
+        gallery=gallery,
+        dispatcher=Dispatcher(connection, settings.worker, settings.redis),
+        decoder=PhotoDecoder(settings.paths.roots()),
+        pause=PauseControl(settings.worker.gallery_pause_max_s),
+        name=name or socket.gethostname(),
+    )
+    if capabilities:
+        _load_tasks(ctx, settings, capabilities)
+    install(ctx)
+    return ctx
+
+
+def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capability]) -> None:
+    device = resolve_device(settings.worker.device)
+    set_threads(settings.worker.threads)
+    from shared.models.clip_registry import load_clip_models
+
+    clip_models = {}
+    if Capability.CLIP in capabilities or Capability.TEXT in capabilities:
+        clip_models = load_clip_models(settings.clip, settings.store, device, settings.worker.threads)
+    for cap in capabilities:
+        match cap:
+            case Capability.CLIP:
+                from workers.tasks.clip_task import ClipTask
+
+                ctx.photo_tasks[cap] = ClipTask(clip_models)
+            case Capability.TEXT:
+                from workers.tasks.text_task import ClipTextTask
+
+                ctx.text_task = ClipTextTask(clip_models, settings.clip.label_for(None))
+            case Capability.CAPTION:
+                from shared.models.blip_captioner import load_captioner
+                from workers.tasks.caption_task import CaptionTask
+
+                first = settings.clip.specs()[0]
+                text_models = clip_models or load_clip_models(
+                    settings.clip.model_copy(update={"models_raw": f"{first.label}={first.source}"}),
+                    settings.store, device, settings.worker.threads,
+                )
+                captioner = load_captioner(settings.caption, settings.store, device)
+                captioner.load()
+                ctx.photo_tasks[cap] = CaptionTask(captioner, text_models[first.label], settings.caption.model_name)
+            case Capability.FACE:
+                from shared.models.face_registry import load_face_analyzer
+                from workers.tasks.face_task import FaceTask
+
+                analyzer = load_face_analyzer(settings.face, settings.worker.device)
+                analyzer.load()
+                ctx.photo_tasks[cap] = FaceTask(analyzer, settings.face.model_label)
+    for cap, task in ctx.photo_tasks.items():
+        log.info("%s ready on %s: %s", cap.value, device, json.dumps(task.describe()))
+    if ctx.text_task is not None:
+        log.info("text ready on %s: %s", device, json.dumps(ctx.text_task.describe()))

@@ -1,0 +1,83 @@
+"""Resolve a job's path safely and decode the photo once per process, at the size the models need.
+
+Several capabilities hosted in one process (`mindsight worker all`) read the same photo: a small LRU
+keyed by file identity hands them one decode, re-decoding only when a larger size is asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from shared.images import load_image
+from shared.paths import resolve_photo_path
+
+_ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """A decoded RGB photo and the size of the full-resolution photo as the user sees it."""
+
+    path: Path
+    image: Image.Image
+    original_size: tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        """Factor from decoded pixels to full-resolution pixels (>= 1 when decoded smaller)."""
+        return self.original_size[0] / self.image.size[0]
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """Full-resolution (width, height) after EXIF rotation, read from the header only."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in _ROTATING_ORIENTATIONS else (w, h)
+
+
+class PhotoDecoder:
+    """Path resolution inside the upload roots plus a small decode cache."""
+
+    def __init__(self, roots: Sequence[Path], cache_size: int = 32) -> None:
+        self.roots = list(roots)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, int, int], tuple[int | None, DecodedPhoto]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, path: str, min_side: int | None) -> DecodedPhoto:
+        """Decode `path` keeping at least `min_side` on the shorter side (None: full size)."""
+        real = resolve_photo_path(path, self.roots)
+        stat = real.stat()
+        key = (str(real), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and _covers(hit[0], min_side):
+                self._cache.move_to_end(key)
+                return hit[1]
+        image = load_image(real, min_side=min_side)
+        photo = DecodedPhoto(real, image, displayed_size(real))
+        if self.cache_size:
+            with self._lock:
+                self._cache[key] = (min_side, photo)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return photo
+
+
+def _covers(cached: int | None, wanted: int | None) -> bool:
+    if cached is None:
+        return True
+    return wanted is not None and cached >= wanted
+
+
+def exif_transposed(img: Image.Image) -> Image.Image:
+    """EXIF-rotate an already opened image (for callers that decode themselves)."""
+    return ImageOps.exif_transpose(img) or img

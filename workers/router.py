@@ -1,0 +1,225 @@
+"""The router: consumes the backend's lists reliably and fans jobs out into the capability queues.
+
+Reliability: each payload is moved atomically (BLMOVE) from the backend list to this consumer's own
+processing list, and removed from it only in the same MULTI/EXEC that creates its RQ jobs (or its
+dead-letter entry). A router killed at any point leaves its payloads in its processing list; a live
+router gives them back to the backend list once the dead one's heartbeat key has expired. Several
+routers may run at once.
+
+Batching: after the first payload arrives, whatever else is already waiting (up to the batch size) goes
+in the same unit of work. When the capability queues still hold work (workers busy), the router waits up
+to MINDSIGHT_BATCH_WAIT_MS for more, since nothing would start sooner anyway; when workers are idle a lone
+photo is dispatched at once.
+
+Housekeeping, every few seconds: consumer heartbeat, recovery of dead consumers' payloads, RQ registry
+clean-up (which is what turns a dead worker's job into a retry), and moving due retries out of RQ's
+scheduled registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import redis
+from rq.registry import clean_registries
+from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer
+
+from shared.dead_letter import DeadLetter
+from shared.errors import BadPayload
+from shared.metrics import QUEUE_DEPTH, ROUTED
+from shared.payloads import Capability, parse_photo_job, parse_text_job
+from shared.queues import CONSUMERS_SET, RQ_QUEUES, consumer_heartbeat, processing_list
+from shared.settings import Settings
+from workers.dispatch import Dispatcher, rq_queue
+
+log = logging.getLogger(__name__)
+
+
+class Router:
+    """One consumer of the photo and text lists (a thread each) plus housekeeping."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings, consumer_id: str | None = None) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.redis_settings = settings.redis
+        self.worker = settings.worker
+        self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.dispatcher = Dispatcher(connection, settings.worker, settings.redis)
+        self.stop_event = threading.Event()
+        self.caption_enabled = settings.caption.enabled
+        self.alive_ttl_s = max(3 * settings.worker.heartbeat_s, 5)
+        self.sources = (self.redis_settings.photo_queue, self.redis_settings.text_queue)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Consume until stop() is called; survives Redis restarts."""
+        threads = [
+            threading.Thread(target=self._consume_forever, args=(src,), name=f"consume-{src}", daemon=True)
+            for src in self.sources
+        ]
+        for t in threads:
+            t.start()
+        log.info("router %s consuming %s", self.consumer_id, ", ".join(self.sources))
+        self._housekeeping_forever()
+        for t in threads:
+            t.join(timeout=10)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # -- consuming ----------------------------------------------------------------------------------
+    def _consume_forever(self, source: str) -> None:
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                self.drain_processing(source)  # whatever a previous crash of ours left behind
+                while not self.stop_event.is_set():
+                    self.consume_once(source, block_s=1.0)
+                    backoff = 0.5
+            except redis.RedisError as exc:
+                log.warning("router: Redis unavailable on %s (%s); retrying in %.1fs", source, exc, backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def consume_once(self, source: str, block_s: float = 1.0) -> int:
+        """Take up to one batch from `source` and dispatch it; returns the number of payloads taken."""
+        mine = processing_list(source, self.consumer_id)
+        self._register()
+        first = self.connection.blmove(source, mine, block_s, "RIGHT", "LEFT")
+        if first is None:
+            return 0
+        items = [first]
+        deadline = time.monotonic() + self.worker.batch_wait_ms / 1000
+        while len(items) < self.worker.batch_size:
+            item = self.connection.lmove(source, mine, "RIGHT", "LEFT")
+            if item is not None:
+                items.append(item)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._workers_busy(source):
+                break
+            item = self.connection.blmove(source, mine, max(remaining, 0.01), "RIGHT", "LEFT")
+            if item is None:
+                break
+            items.append(item)
+        self.dispatch(source, mine, items)
+        return len(items)
+
+    def drain_processing(self, source: str) -> None:
+        """Dispatch payloads left in our own processing list (after a Redis error or a restart)."""
+        mine = processing_list(source, self.consumer_id)
+        while items := self.connection.lrange(mine, 0, self.worker.batch_size - 1):
+            self.dispatch(source, mine, items)
+
+    def dispatch(self, source: str, processing: str, items: list[bytes]) -> None:
+        """Create the capability jobs (or dead letters) for `items` and drop them from `processing`, atomically."""
+        is_text = source == self.redis_settings.text_queue
+        dlq_key = self.redis_settings.text_dlq if is_text else self.redis_settings.photo_dlq
+        groups: dict[Capability, list[dict[str, Any]]] = defaultdict(list)
+        letters: list[DeadLetter] = []
+        for raw in items:
+            try:
+                if is_text:
+                    parse_text_job(raw, self.redis_settings.max_payload_bytes)
+                    groups[Capability.TEXT].append(_original(raw))
+                    continue
+                job = parse_photo_job(raw, self.redis_settings.max_payload_bytes)
+                caps = job.capabilities(self.caption_enabled)
+                if not caps:
+                    log.debug("photo %s: no task for us in %s", job.photo_id, job.tasks)
+                payload = _original(raw)
+                for cap in caps:
+                    groups[cap].append(payload)
+            except BadPayload as exc:
+                letters.append(DeadLetter.from_exception(
+                    exc, capability=None, raw=raw.decode("utf-8", "replace")[:65536],
+                    worker=self.consumer_id, source_queue=source,
+                ))
+        with self.connection.pipeline() as pipe:
+            for cap, payloads in groups.items():
+                self.dispatcher.add(pipe, cap, payloads)
+            for letter in letters:
+                pipe.lpush(dlq_key, letter.to_json())
+            for raw in items:
+                pipe.lrem(processing, 1, raw)
+            pipe.execute()
+        ROUTED.labels(source, "dispatched").inc(len(items) - len(letters))
+        if letters:
+            ROUTED.labels(source, "malformed").inc(len(letters))
+            for letter in letters:
+                log.warning("malformed payload on %s dead-lettered: %s", source, letter.error)
+
+    def _workers_busy(self, source: str) -> bool:
+        caps = [Capability.TEXT] if source == self.redis_settings.text_queue else [Capability.CLIP]
+        return any(self.connection.llen(rq_queue(self.connection, c).key) > 0 for c in caps)
+
+    # -- housekeeping -------------------------------------------------------------------------------
+    def _register(self) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_last_beat", 0.0) < 1.0:
+            return
+        self._last_beat = now
+        with self.connection.pipeline() as pipe:
+            pipe.sadd(CONSUMERS_SET, self.consumer_id)
+            pipe.set(consumer_heartbeat(self.consumer_id), "1", ex=self.alive_ttl_s)
+            pipe.execute()
+
+    def _housekeeping_forever(self) -> None:
+        interval = max(1.0, self.worker.heartbeat_s / 2)
+        while not self.stop_event.is_set():
+            try:
+                self.housekeeping()
+            except redis.RedisError as exc:
+                log.warning("router housekeeping: Redis unavailable (%s)", exc)
+            self.stop_event.wait(interval)
+
+    def housekeeping(self) -> None:
+        """One round of heartbeat, dead-consumer recovery, RQ registry clean-up and retry scheduling."""
+        self._last_beat = 0.0
+        self._register()
+        self.recover_dead_consumers()
+        queues = [rq_queue(self.connection, cap) for cap in Capability]
+        for queue in queues:
+            clean_registries(queue)  # abandoned jobs -> failure callback -> retry / split / dead letter
+        scheduler = RQScheduler([q.name for q in queues], connection=self.connection, serializer=JSONSerializer)
+        if scheduler.acquire_locks():
+            try:
+                scheduler.enqueue_scheduled_jobs()
+            finally:
+                scheduler.release_locks()
+        for name in (*self.sources, self.redis_settings.photo_dlq, self.redis_settings.text_dlq):
+            QUEUE_DEPTH.labels(name).set(self.connection.llen(name))
+        for cap in Capability:
+            QUEUE_DEPTH.labels(f"rq:{RQ_QUEUES[cap]}").set(self.connection.llen(rq_queue(self.connection, cap).key))
+
+    def recover_dead_consumers(self) -> int:
+        """Give payloads held by consumers whose heartbeat expired back to the backend lists."""
+        moved = 0
+        for raw_id in self.connection.smembers(CONSUMERS_SET):
+            cid = raw_id.decode()
+            if cid == self.consumer_id or self.connection.exists(consumer_heartbeat(cid)):
+                continue
+            for source in self.sources:
+                held = processing_list(source, cid)
+                # Back to the consuming end, so they are next in line, in their original order.
+                while self.connection.lmove(held, source, "LEFT", "RIGHT") is not None:
+                    moved += 1
+            self.connection.srem(CONSUMERS_SET, cid)
+        if moved:
+            log.warning("router: recovered %d payload(s) from dead consumers", moved)
+        return moved
+
+
+def _original(raw: bytes) -> dict[str, Any]:
+    """The payload exactly as the backend sent it (extra fields kept for the dead-letter record)."""
+    data: dict[str, Any] = json.loads(raw)
+    return data

@@ -1,0 +1,80 @@
+"""Our RQ worker: models stay loaded (no fork per job), heartbeats while a job runs, pauses on outages.
+
+RQ's SimpleWorker runs jobs in-process but sends no heartbeat while a job runs, so a killed worker's job
+would sit in the started registry for job_timeout + 60 s before anyone noticed. Here a heartbeat thread
+extends the job's lease every MINDSIGHT_HEARTBEAT_S by MINDSIGHT_ABANDONED_AFTER_S: when a worker dies,
+its job is declared abandoned at most that long after the last beat, and the next registry clean-up
+(every few seconds, by the router) hands it to the failure policy (retry or split).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import SimpleWorker, WorkerStatus
+
+from workers.runtime import PauseControl
+
+log = logging.getLogger(__name__)
+
+
+class MindsightWorker(SimpleWorker):
+    """SimpleWorker with a job heartbeat thread and a gallery-outage pause before each dequeue."""
+
+    def __init__(
+        self, *args: Any, heartbeat_s: int = 10, abandoned_after_s: int = 45,
+        pause: PauseControl | None = None, **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeat_s = heartbeat_s
+        self.abandoned_after_s = max(abandoned_after_s, 2 * heartbeat_s)
+        self.pause = pause
+        self.stop_requested_by_signal = False
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """Lease of a running job: short, because the heartbeat thread keeps renewing it."""
+        return self.abandoned_after_s
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        with self._beating(job, execution):
+            self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        if self.pause is not None and self.pause.remaining() > 0:
+            self.set_state(WorkerStatus.SUSPENDED)
+            self.pause.wait(tick=self.heartbeat)
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.stop_requested_by_signal = True
+        super().request_stop(signum, frame)
+
+    @contextlib.contextmanager
+    def _beating(self, job: Job, execution: Execution) -> Iterator[None]:
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_s):
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except Exception as exc:  # Redis blip: the next beat retries; the lease has slack
+                    log.warning("heartbeat for job %s failed: %s", job.id, exc)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)

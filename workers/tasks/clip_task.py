@@ -1,0 +1,58 @@
+"""CLIP image embeddings: every configured label for every photo, one callback per label."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from shared.gallery_client import GalleryClient
+from shared.models.clip_registry import ClipModel
+from shared.payloads import Capability, PhotoJob
+from workers.photo_decoder import DecodedPhoto
+from workers.tasks.base import PhotoTask
+
+
+class ClipTask(PhotoTask):
+    """Embeds a batch of photos with each CLIP model."""
+
+    capability = Capability.CLIP
+
+    def __init__(self, models: Mapping[str, ClipModel]) -> None:
+        self.models = dict(models)
+        self.min_side = max(m.image.image_size for m in self.models.values())
+
+    def compute(self, images: list[Image.Image]) -> list[dict[str, np.ndarray]]:
+        per_label = {label: m.image.predict(images) for label, m in self.models.items()}
+        return [{label: vecs[i] for label, vecs in per_label.items()} for i in range(len(images))]
+
+    def post(self, gallery: GalleryClient, job: PhotoJob, photo: DecodedPhoto, result: Any) -> None:
+        for label, vector in result.items():
+            model = self.models[label]
+            gallery.post_ml_result(job.photo_id, {
+                "model": label,
+                "modality": "image",
+                "embedding": vector.tolist(),
+                "ml_result": {
+                    "source": "mindsight-ml",
+                    "model_name": model.source,
+                    "device": model.runtime_info.device,
+                    "runtime": model.runtime_info.runtime,
+                    "dim": model.dim,
+                },
+                "processing_status": "done",
+            })
+
+    def failure_models(self) -> list[str]:
+        return list(self.models)
+
+    def describe(self) -> dict[str, Any]:
+        return {label: _model_info(m) for label, m in self.models.items()}
+
+
+def _model_info(model: ClipModel) -> dict[str, Any]:
+    info = model.runtime_info
+    return {"source": model.source, "family": str(model.family), "dim": model.dim,
+            "runtime": info.runtime, "device": info.device, "precision": info.precision}
