@@ -7,7 +7,9 @@ CLI tools carries `Authorization: Bearer $ACCESS_TOKEN`. Nothing else in the pro
 from __future__ import annotations
 
 import logging
+import mimetypes
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -90,6 +92,25 @@ class GalleryClient:
         body = {"embedding": embedding, "model": model, "modality": modality, "limit": limit}
         data = self._request("POST", "/api/search/vector", json=body).json()
         return data["items"] if isinstance(data, dict) else data
+
+    def upload_photo(self, path: Path) -> dict[str, Any]:
+        """POST /api/photos (multipart) -> {"id", "path", "url", ...}; the dev gallery's upload."""
+        path = Path(path)
+        data = path.read_bytes()  # bytes, not a file handle, so a retry re-sends the whole file
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return self._request("POST", "/api/photos", files={"file": (path.name, data, mime)}).json()
+
+    def get_photo(self, photo_id: int) -> dict[str, Any]:
+        """GET /api/photos/{id}: the photo with its ML results and faces."""
+        return self._request("GET", f"/api/photos/{photo_id}").json()
+
+    def get_text_query(self, request_id: int) -> dict[str, Any]:
+        """GET /api/text_queries/{id}: the stored embedding; GalleryRejected (404) while none arrived."""
+        return self._request("GET", f"/api/text_queries/{request_id}").json()
+
+    def healthz(self) -> dict[str, Any]:
+        """GET /healthz: raises GalleryUnavailable when the gallery cannot be reached."""
+        return self._request("GET", "/healthz").json()
 
     def close(self) -> None:
         self._http.close()

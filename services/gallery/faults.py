@@ -1,0 +1,148 @@
+"""Dev-only: make internal callbacks fail or stall on demand, and record every one of them.
+
+Fault tests need a gallery that is down for a while and then recovers, or that is slow, without
+monkeypatching anything: the real server answers the injected status over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+INTERNAL_PREFIX = "/api/internal/"
+
+LOG_CAPACITY = 10_000
+"""Callbacks remembered by the recorder; a long dev session must not grow memory forever."""
+
+
+@dataclass
+class Fault:
+    """What the next internal callbacks suffer; `remaining` None means until cleared."""
+
+    status: int | None
+    delay_s: float
+    remaining: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "delay_s": self.delay_s, "remaining": self.remaining}
+
+
+class FaultInjector:
+    """Thread-safe holder of the current fault, consumed one callback at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fault: Fault | None = None
+
+    def set(self, status: int | None = None, count: int = 0, delay_s: float = 0.0) -> Fault | None:
+        """Arm a fault for the next `count` callbacks (0: until cleared); no status and no delay clears."""
+        with self._lock:
+            if status is None and delay_s <= 0:
+                self._fault = None
+            else:
+                self._fault = Fault(status=status, delay_s=delay_s, remaining=count or None)
+            return self._fault
+
+    def current(self) -> Fault | None:
+        with self._lock:
+            return self._fault
+
+    def take(self) -> Fault | None:
+        """The fault this callback suffers, counting it down."""
+        with self._lock:
+            fault = self._fault
+            if fault is None:
+                return None
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._fault = None
+            return Fault(fault.status, fault.delay_s, fault.remaining)
+
+
+class CallbackLog:
+    """Every internal callback: {"path", "status", "body"} in the order their answers were sent."""
+
+    def __init__(self, capacity: int = LOG_CAPACITY) -> None:
+        self._lock = threading.Lock()
+        self._items: deque[dict[str, Any]] = deque(maxlen=capacity)
+
+    def append(self, path: str, status: int, body: Any) -> None:
+        with self._lock:
+            self._items.append({"path": path, "status": status, "body": body})
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(i) for i in self._items]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return body.decode("utf-8", "replace")
+
+
+class InternalCallbackMiddleware:
+    """ASGI middleware on /api/internal/*: apply the armed fault, then record the request and its status."""
+
+    def __init__(self, app: ASGIApp, faults: FaultInjector, log: CallbackLog) -> None:
+        self.app = app
+        self.faults = faults
+        self.log = log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(INTERNAL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        recorded = False
+
+        async def capture(message: Message) -> None:
+            nonlocal recorded
+            if message["type"] == "http.response.start" and not recorded:
+                # Recorded before the status leaves: a client that saw it finds it in the log.
+                recorded = True
+                self.log.append(scope["path"], int(message["status"]), _decode(body))
+            await send(message)
+
+        fault = self.faults.take()
+        try:
+            if fault is not None and fault.delay_s > 0:
+                await asyncio.sleep(fault.delay_s)
+            if fault is not None and fault.status is not None:
+                answer = JSONResponse({"error": f"injected fault {fault.status}"}, status_code=fault.status)
+                await answer(scope, replay, capture)
+            else:
+                await self.app(scope, replay, capture)
+        finally:
+            if not recorded:  # the app raised before answering: the server will answer 500
+                self.log.append(scope["path"], 500, _decode(body))
