@@ -39,5 +39,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "urllib3", "PIL", "rq.worker", "rq.queue"):
+    for noisy in ("httpx", "httpcore", "urllib3", "PIL", "rq.worker", "rq.queue", "rq.scheduler", "rq.job"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.gallery",
     "tests.fixtures.faces",
     "tests.fixtures.captions",
+    "tests.fixtures.pipeline",
 ]

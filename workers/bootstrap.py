@@ -8,7 +8,7 @@ import socket
 
 import redis
 
-from shared.device import resolve_device, set_threads
+from shared.device import onnx_providers, resolve_device, set_threads
 from shared.gallery_client import GalleryClient
 from shared.payloads import Capability
 from shared.settings import Settings
@@ -72,8 +72,9 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
                 from shared.models.face_registry import load_face_analyzer
                 from workers.tasks.face_task import FaceTask
 
-                analyzer = load_face_analyzer(settings.face, settings.worker.device)
-                analyzer.load()
+                analyzer = load_face_analyzer(
+                    settings.face, onnx_providers(settings.worker.device), settings.worker.threads
+                )
                 ctx.photo_tasks[cap] = FaceTask(analyzer, settings.face.model_label)
     for cap, task in ctx.photo_tasks.items():
         log.info("%s ready on %s: %s", cap.value, device, json.dumps(task.describe()))

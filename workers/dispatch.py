@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 from rq import Callback, Queue, Retry
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from shared.payloads import Capability
@@ -39,15 +40,21 @@ class JobPolicy:
     max_retries: int
     backoff: list[int]
 
-    def as_meta(self, attempts_before: int = 0) -> dict[str, Any]:
+    def as_meta(self, attempts_before: int = 0, retries_granted: int = 0) -> dict[str, Any]:
         return {
             "dlq": self.dlq_key, "source_queue": self.source_queue, "max_retries": self.max_retries,
-            "backoff": self.backoff, "attempts_before": attempts_before,
+            "backoff": self.backoff, "attempts_before": attempts_before, "retries_granted": retries_granted,
         }
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> JobPolicy:
         return cls(meta["dlq"], meta["source_queue"], int(meta["max_retries"]), list(meta["backoff"]))
+
+
+def attempt_number(job: Job) -> int:
+    """Which attempt the job is on (while running) or was on (when it failed), counting earlier jobs."""
+    granted = int(job.meta.get("retries_granted", 0))
+    return int(job.meta.get("attempts_before", 0)) + granted - (job.retries_left or 0) + 1
 
 
 def rq_queue(connection: redis.Redis, capability: Capability) -> Queue:
@@ -102,7 +109,7 @@ class Dispatcher:
             failure_ttl=FAILURE_TTL_S,
             retry=retry,
             on_failure=Callback(failure.on_job_failure),
-            meta=policy.as_meta(attempts_before),
+            meta=policy.as_meta(attempts_before, retry.max if retry else 0),
             description=_describe(capability, payloads),
             at_front=at_front,
         )

@@ -21,7 +21,7 @@ from rq.job import Job
 from shared.dead_letter import DeadLetter
 from shared.payloads import Capability
 from workers import runtime
-from workers.dispatch import Dispatcher, JobPolicy
+from workers.dispatch import Dispatcher, JobPolicy, attempt_number
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def on_job_failure(
         return
     capability, payloads = job_items(job)
     policy = JobPolicy.from_meta(job.meta)
-    attempts = int(job.meta.get("attempts_before", 0)) + 1 + (job.number_of_retries or 0)
+    attempts = attempt_number(job)
     reason = exc_value if exc_value is not None else RuntimeError("job failed")
     if isinstance(reason, Exception) and type(reason).__name__ == "AbandonedJobError":
         reason = RuntimeError("worker died while running this job (killed, out of memory, or lost)")

@@ -32,7 +32,7 @@ from shared.errors import (
 from shared.metrics import BATCH_SIZE, JOBS, STAGE_SECONDS
 from shared.payloads import Capability, PhotoJob, TextJob
 from workers import runtime
-from workers.dispatch import JobPolicy
+from workers.dispatch import JobPolicy, attempt_number
 from workers.photo_decoder import DecodedPhoto
 from workers.runtime import WorkerContext
 
@@ -44,9 +44,7 @@ def _policy(ctx: WorkerContext, capability: Capability) -> tuple[JobPolicy, int]
     job = get_current_job()
     if job is None or "dlq" not in job.meta:
         return ctx.dispatcher.policy_for(capability), 1
-    policy = JobPolicy.from_meta(job.meta)
-    attempts = int(job.meta.get("attempts_before", 0)) + 1 + (job.number_of_retries or 0)
-    return policy, attempts
+    return JobPolicy.from_meta(job.meta), attempt_number(job)
 
 
 def run_photo_batch(capability: str, payloads: list[dict[str, Any]]) -> dict[str, int]:

@@ -58,6 +58,11 @@ class Router:
         self.caption_enabled = settings.caption.enabled
         self.alive_ttl_s = max(3 * settings.worker.heartbeat_s, 5)
         self.sources = (self.redis_settings.photo_queue, self.redis_settings.text_queue)
+        # Due RQ retries are moved back to their queues here, so workers need no scheduler process.
+        self.scheduler = RQScheduler(
+            [RQ_QUEUES[c] for c in Capability], connection=connection, serializer=JSONSerializer,
+            logging_level=logging.WARNING,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -190,7 +195,7 @@ class Router:
         queues = [rq_queue(self.connection, cap) for cap in Capability]
         for queue in queues:
             clean_registries(queue)  # abandoned jobs -> failure callback -> retry / split / dead letter
-        scheduler = RQScheduler([q.name for q in queues], connection=self.connection, serializer=JSONSerializer)
+        scheduler = self.scheduler
         if scheduler.acquire_locks():
             try:
                 scheduler.enqueue_scheduled_jobs()

@@ -30,9 +30,10 @@ class MindsightWorker(SimpleWorker):
 
     def __init__(
         self, *args: Any, heartbeat_s: int = 10, abandoned_after_s: int = 45,
-        pause: PauseControl | None = None, **kwargs: Any,
+        pause: PauseControl | None = None, job_timeout_s: int | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.job_timeout_s = job_timeout_s
         self.heartbeat_s = heartbeat_s
         self.abandoned_after_s = max(abandoned_after_s, 2 * heartbeat_s)
         self.pause = pause
@@ -43,6 +44,9 @@ class MindsightWorker(SimpleWorker):
         return self.abandoned_after_s
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        if self.job_timeout_s:
+            # The worker knows how fast it is (GPU or CPU): its own MINDSIGHT_JOB_TIMEOUT_S applies.
+            job.timeout = self.job_timeout_s
         execution = self.prepare_execution(job)
         with self._beating(job, execution):
             self.perform_job(job, queue, execution)

@@ -50,7 +50,7 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
         w = MindsightWorker(
             queues, connection=wctx.connection, serializer=JSONSerializer,
             heartbeat_s=settings.worker.heartbeat_s, abandoned_after_s=settings.worker.abandoned_after_s,
-            pause=wctx.pause, maintenance_interval=max(30, settings.worker.heartbeat_s * 3),
+            pause=wctx.pause, job_timeout_s=settings.worker.job_timeout_s, maintenance_interval=max(30, settings.worker.heartbeat_s * 3),
             job_monitoring_interval=settings.worker.heartbeat_s,
         )
         try:
