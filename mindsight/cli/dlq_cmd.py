@@ -17,7 +17,7 @@ from shared.settings import Settings
 from workers.dispatch import Dispatcher
 from workers.requeue import plan, requeue
 
-console = Console()
+console = Console(width=160) if not Console().is_terminal else Console()
 QUEUE_CHOICE = click.Choice(["photo", "text", "all"])
 
 
@@ -73,8 +73,9 @@ def ls(ctx: click.Context, which: str, capability: str | None, error_type: str |
             click.echo(json.dumps({"queue": kind, **asdict(item.letter)}))
         return
     table = Table(title=f"dead letters ({len(rows)} matching)")
-    for col in ("id", "queue", "failed at", "capability", "item", "error type", "tries", "error"):
-        table.add_column(col, overflow="fold")
+    for col in ("id", "queue", "failed at", "capability", "item", "error type", "tries"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("error", overflow="fold", min_width=20)
     for kind, _, _, item in shown:
         letter = item.letter
         payload = letter.payload or {}
@@ -147,7 +148,7 @@ def requeue_cmd(ctx: click.Context, entry_ids: tuple[str, ...], which: str, capa
         click.echo(f"dry run: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'} matched, nothing changed")
         return
     total_ok = 0
-    for kind, q, source, _ in _queues(settings, which):
+    for kind, q, source in _queues(settings, which):
         items = [item for k, _, _, item in rows if k == kind]
         if not items:
             continue
