@@ -1,0 +1,1 @@
+"""Offline stand-ins for deploy tooling: kustomize, Dockerfile parsing, CLI-path checks."""

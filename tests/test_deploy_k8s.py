@@ -1,0 +1,266 @@
+"""deploy/k8s: the kustomize base and GPU overlay, built offline and validated against Kubernetes schemas.
+
+kubernetes-validate has no KEDA schemas, so ScaledObjects get the structural checks in
+`check_scaled_object` instead (the fields KEDA's redis scaler needs, and how they tie to our Redis).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import redis
+import yaml
+from rq import Queue
+
+from shared.settings import PLACEHOLDER_TOKENS, WorkerSettings
+from tests.deploy_support import dockerfile
+from tests.deploy_support.cli_paths import resolve
+from tests.deploy_support.kustomize_lite import build, load_yaml_documents
+from tests.deploy_support.settings_catalog import REPO, settings_env_vars
+
+BASE = REPO / "deploy/k8s/base"
+GPU = REPO / "deploy/k8s/overlays/gpu"
+K8S_VERSIONS = ("1.29", "1.37")
+"""Oldest and newest Kubernetes minor versions the manifests are validated against."""
+WORKERS = {"worker-clip": "clip", "worker-caption": "caption", "worker-face": "face", "worker-text": "text"}
+SCALE_TO_ZERO = {"worker-clip", "worker-caption", "worker-face"}
+GPU_DEPLOYMENTS = {"worker-clip", "worker-caption", "worker-face", "embed-api"}
+
+Resource = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def base() -> list[Resource]:
+    return build(BASE)
+
+
+@pytest.fixture(scope="module")
+def gpu() -> list[Resource]:
+    return build(GPU)
+
+
+def by_kind(resources: list[Resource], kind: str) -> dict[str, Resource]:
+    return {r["metadata"]["name"]: r for r in resources if r["kind"] == kind}
+
+
+def pod_spec(res: Resource) -> dict[str, Any]:
+    return res["spec"]["template"]["spec"]
+
+
+def main_container(res: Resource) -> dict[str, Any]:
+    (container,) = pod_spec(res)["containers"]
+    return container
+
+
+def config(resources: list[Resource]) -> dict[str, str]:
+    (cm,) = by_kind(resources, "ConfigMap").values()
+    return cm["data"]
+
+
+@pytest.mark.parametrize("root", [BASE, GPU], ids=["base", "gpu"])
+def test_every_resource_validates_against_kubernetes_schemas(root: Path) -> None:
+    resources = build(root)
+    assert len(resources) > 10
+    for res in resources:
+        if res["apiVersion"].startswith("keda.sh/"):
+            continue
+        for version in K8S_VERSIONS:
+            try:
+                kubernetes_validate.validate(res, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(str(p) for p in exc.path)
+                pytest.fail(f"{res['kind']}/{res['metadata']['name']} (k8s {version}) {path}: {exc.message}")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+@pytest.mark.parametrize("root", [BASE, GPU], ids=["base", "gpu"])
+def test_lite_build_equals_kubectl_kustomize(root: Path) -> None:
+    """The offline builder is checked against the real kustomize wherever kubectl exists."""
+    run = subprocess.run(["kubectl", "kustomize", str(root)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+    def key(r: Resource) -> tuple[str, str, str]:
+        return r["kind"], r["metadata"].get("namespace", ""), r["metadata"]["name"]
+
+    real = {key(r): r for r in yaml.safe_load_all(run.stdout) if r}
+    lite = {key(r): r for r in build(root)}
+    assert lite == real
+
+
+def test_secret_template_is_valid_placeholder_and_never_applied() -> None:
+    (secret,) = load_yaml_documents(BASE / "secret.example.yaml")
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(secret, version, strict=True)
+    secrets = {name for name, var in settings_env_vars().items() if var.secret}
+    assert set(secret["stringData"]) <= secrets
+    # Forgetting to replace it is refused at start-up, not silently used.
+    assert secret["stringData"]["PROCESSING_INTERNAL_TOKEN"] in PLACEHOLDER_TOKENS
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert "secret.example.yaml" not in kustomization["resources"]
+
+
+def test_config_map_holds_only_known_non_secret_settings(base: list[Resource]) -> None:
+    env = settings_env_vars()
+    data = config(base)
+    unknown = set(data) - set(env)
+    assert not unknown, f"config.env sets variables nothing reads: {unknown}"
+    assert not [k for k in data if env[k].secret], "secrets belong in the Secret, not the ConfigMap"
+    assert data["MINDSIGHT_METRICS_PORT"] == "9100" and data["MINDSIGHT_MODELS_DIR"] == "/models"
+
+
+def test_containers_run_real_commands_with_probes_resources_and_secrets(base: list[Resource]) -> None:
+    df = dockerfile.read(REPO / "deploy/docker/Dockerfile")
+    uid = int(df.effective("full", "USER").value.split(":")[0])  # type: ignore[union-attr]
+    metrics_port = int(config(base)["MINDSIGHT_METRICS_PORT"])
+    workloads = {**by_kind(base, "Deployment"), **by_kind(base, "Job")}
+    assert set(WORKERS) | {"router", "embed-api", "models-download"} == set(workloads)
+    for name, res in workloads.items():
+        container = main_container(res)
+        assert container["image"].startswith("mindsight-ml:0.1.0-")
+        resolve(container["args"])
+        assert pod_spec(res)["securityContext"]["runAsUser"] == uid, f"{name}: uid differs from the image's"
+        refs = [next(iter(ref.values()))["name"] for ref in container["envFrom"]]
+        assert refs[0].startswith("mindsight-config-"), "the generated (hashed) ConfigMap name"
+        if name != "models-download":
+            assert "mindsight-secrets" in refs
+        resources = container["resources"]
+        assert set(resources) == {"requests", "limits"} and set(resources["requests"]) == {"cpu", "memory"}
+        if res["kind"] == "Job":
+            continue
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        probes = {kind: container[f"{kind}Probe"]["httpGet"] for kind in ("liveness", "readiness")}
+        assert probes["liveness"]["path"] == "/healthz" and probes["readiness"]["path"] == "/readyz"
+        expected = 8001 if name == "embed-api" else metrics_port
+        for probe in probes.values():
+            assert ports[probe["port"]] == expected, f"{name}: probes a port the process does not serve"
+
+
+def test_pods_meet_the_restricted_pod_security_standard(base: list[Resource]) -> None:
+    (ns,) = by_kind(base, "Namespace").values()
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    workloads = [r for r in base if r["kind"] in ("Deployment", "StatefulSet", "Job")]
+    for res in workloads:
+        pod = pod_spec(res)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False and ctx["capabilities"]["drop"] == ["ALL"]
+            assert ctx["readOnlyRootFilesystem"] is True
+
+
+def test_models_volume_is_written_by_the_job_and_read_only_elsewhere(base: list[Resource]) -> None:
+    pvcs = by_kind(base, "PersistentVolumeClaim")
+    assert {"mindsight-models", "gallery-uploads"} <= set(pvcs)
+    job = by_kind(base, "Job")["models-download"]
+    job_env = {e["name"]: e["value"] for e in main_container(job)["env"]}
+    assert job_env["MINDSIGHT_OFFLINE"] == "0" and config(base)["MINDSIGHT_OFFLINE"] == "1"
+    assert {m["mountPath"]: m.get("readOnly", False) for m in main_container(job)["volumeMounts"]}[
+        "/models"
+    ] is False
+    for name, res in by_kind(base, "Deployment").items():
+        mounts = {m["mountPath"]: m.get("readOnly", False) for m in main_container(res)["volumeMounts"]}
+        if name in WORKERS or name == "embed-api":
+            assert mounts["/models"] is True
+        if name in WORKERS:
+            assert mounts["/gallery"] is True and config(base)["PROJECT_ROOT"] == "/gallery"
+
+
+def test_redis_is_persistent_and_where_redis_url_points(base: list[Resource]) -> None:
+    redis_set = by_kind(base, "StatefulSet")["redis"]
+    args = main_container(redis_set)["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert redis_set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    service = by_kind(base, "Service")["redis"]
+    port = service["spec"]["ports"][0]["port"]
+    assert config(base)["REDIS_URL"] == f"redis://redis:{port}/0"
+
+
+def check_scaled_object(obj: Resource, resources: list[Resource]) -> None:
+    """KEDA's ScaledObject, checked by hand: target exists, bounds sane, redis triggers complete."""
+    assert obj["apiVersion"] == "keda.sh/v1alpha1" and obj["kind"] == "ScaledObject"
+    spec = obj["spec"]
+    assert set(spec) <= {
+        "scaleTargetRef",
+        "minReplicaCount",
+        "maxReplicaCount",
+        "pollingInterval",
+        "cooldownPeriod",
+        "advanced",
+        "triggers",
+    }
+    target = spec["scaleTargetRef"]["name"]
+    deployment = by_kind(resources, "Deployment").get(target)
+    assert deployment is not None, f"{obj['metadata']['name']}: scales missing Deployment {target}"
+    assert "replicas" not in deployment["spec"], f"{target}: a fixed replicas count fights KEDA"
+    lo, hi = spec["minReplicaCount"], spec["maxReplicaCount"]
+    assert isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi and hi >= 1
+    namespace = obj["metadata"]["namespace"]
+    redis_port = by_kind(resources, "Service")["redis"]["spec"]["ports"][0]["port"]
+    assert spec["triggers"]
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "redis"
+        meta = trigger["metadata"]
+        assert all(isinstance(v, str) for v in meta.values()), "KEDA trigger metadata values are strings"
+        assert {"address", "listName", "listLength"} <= set(meta)
+        assert meta["address"] == f"redis.{namespace}.svc.cluster.local:{redis_port}"
+        assert int(meta["listLength"]) > 0 and int(meta.get("activationListLength", "0")) >= 0
+
+
+@pytest.mark.parametrize("root", [BASE, GPU], ids=["base", "gpu"])
+def test_scaled_objects(root: Path) -> None:
+    resources = build(root)
+    scaled = by_kind(resources, "ScaledObject")
+    assert set(scaled) == set(WORKERS) | {"router"}
+    for obj in scaled.values():
+        check_scaled_object(obj, resources)
+
+
+def test_workers_scale_on_their_rq_queue_and_router_on_the_backend_lists(base: list[Resource]) -> None:
+    scaled = by_kind(base, "ScaledObject")
+    conn = redis.Redis()  # never connected: Queue only needs it to exist to name its key
+    worker_defaults = WorkerSettings.model_fields
+    for name, queue in WORKERS.items():
+        spec = scaled[name]["spec"]
+        assert [t["metadata"]["listName"] for t in spec["triggers"]] == [Queue(queue, connection=conn).key]
+        assert resolve(main_container(by_kind(base, "Deployment")[name])["args"]).name == queue
+        if name in SCALE_TO_ZERO:
+            assert spec["minReplicaCount"] == 0
+            # A worker must outlive its longest job plus the longest retry wait before going to zero.
+            timeout = worker_defaults["job_timeout_s"].default
+            backoff = max(int(s) for s in worker_defaults["retry_backoff_s"].default.split(","))
+            assert spec["cooldownPeriod"] > timeout + backoff
+        else:
+            assert spec["minReplicaCount"] == 1
+    router = scaled["router"]["spec"]
+    # Never zero: the router also runs RQ's scheduler, which brings due retries back to the queues.
+    assert router["minReplicaCount"] == 1
+    lists = [t["metadata"]["listName"] for t in router["triggers"]]
+    assert lists == [config(base)["REDIS_QUEUE_NAME"], config(base)["TEXT_EMBED_QUEUE_NAME"]]
+
+
+def test_gpu_overlay_changes_only_the_gpu_deployments(base: list[Resource], gpu: list[Resource]) -> None:
+    before, after = by_kind(base, "Deployment"), by_kind(gpu, "Deployment")
+    assert set(before) == set(after)
+    for name, res in after.items():
+        if name not in GPU_DEPLOYMENTS:
+            assert res == before[name]
+            continue
+        pod, container = pod_spec(res), main_container(res)
+        assert container["image"] == "mindsight-ml:0.1.0-cuda"
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert (
+            container["resources"]["limits"]["memory"]
+            == main_container(before[name])["resources"]["limits"]["memory"]
+        )
+        assert {"name": "MINDSIGHT_DEVICE", "value": "cuda"} in container["env"]
+        assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+        assert container["args"] == main_container(before[name])["args"]
+    others = [r for r in gpu if r["kind"] != "Deployment"]
+    assert others == [r for r in base if r["kind"] != "Deployment"]

@@ -1,0 +1,190 @@
+"""deploy/docker/Dockerfile, read statically: targets, build context, and what the final images run as."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from typing import Any
+
+import click
+import pytest
+
+from tests.deploy_support import dockerfile
+from tests.deploy_support.cli_paths import resolve
+from tests.deploy_support.settings_catalog import REPO
+
+DOCKERFILE = REPO / "deploy/docker/Dockerfile"
+PRODUCT_TARGETS = ("slim", "full", "cuda")
+FINAL_TARGETS = (*PRODUCT_TARGETS, "dashboard")
+BUILD_TOOLS = re.compile(r"\b(build-essential|gcc|g\+\+|make|cmake|python3-dev|libpython3[\d.]*-dev)\b")
+PINNED = re.compile(r"^[\w./-]+:\d+\.\d+\.\d+[\w.-]*$")
+"""An image reference with a full version tag (never `latest`, never a bare major)."""
+
+
+@pytest.fixture(scope="module")
+def df() -> dockerfile.Dockerfile:
+    return dockerfile.read(DOCKERFILE)
+
+
+@pytest.fixture(scope="module")
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_targets_exist_and_full_is_the_default(df: dockerfile.Dockerfile) -> None:
+    names = [s.name for s in df.stages]
+    assert set(FINAL_TARGETS) | {"builder"} <= set(names)
+    assert len(names) == len(set(names)), "stage names must be unique"
+    # `docker build` without --target builds the last stage.
+    assert names[-1] == "full"
+
+
+def test_buildkit_syntax_directive_comes_first() -> None:
+    first = DOCKERFILE.read_text().splitlines()[0]
+    assert re.fullmatch(r"# syntax=docker/dockerfile:1(\.\d+)?", first), (
+        "RUN --mount needs the BuildKit syntax"
+    )
+
+
+def test_external_base_images_are_pinned(df: dockerfile.Dockerfile) -> None:
+    names = {s.name for s in df.stages}
+    for stage in df.stages:
+        if stage.base in names:
+            continue
+        image = df.substitute(stage.base)
+        assert PINNED.match(image), f"stage {stage.name}: base image {image!r} is not pinned to a version"
+    assert df.external_base("slim").startswith("python:3.11")
+    assert df.external_base("cuda").startswith("nvidia/cuda:")
+
+
+def test_every_copy_source_is_in_the_build_context(df: dockerfile.Dockerfile) -> None:
+    ignore = dockerfile.DockerIgnore((REPO / ".dockerignore").read_text())
+    stage_names = {s.name for s in df.stages}
+    copies = [i for s in df.stages for i in s.instructions if i.keyword in ("COPY", "ADD")]
+    assert copies
+    for instr in copies:
+        if "from" in instr.flags:
+            assert instr.flags["from"] in stage_names, (
+                f"line {instr.line}: unknown stage {instr.flags['from']}"
+            )
+            continue
+        for src in dockerfile.copy_sources(instr):
+            path = REPO / src
+            assert path.exists(), f"line {instr.line}: COPY source {src} does not exist in the repository"
+            assert not ignore.excluded(src), f"line {instr.line}: .dockerignore excludes COPY source {src}"
+            if path.is_dir():
+                files = [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
+                kept = [p for p in files if not ignore.excluded(p.relative_to(REPO).as_posix())]
+                assert kept and len(kept) == len(files), f"{src}: .dockerignore drops some of its sources"
+
+
+def test_dockerignore_keeps_heavy_and_secret_paths_out() -> None:
+    ignore = dockerfile.DockerIgnore((REPO / ".dockerignore").read_text())
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".env",
+        "models/x.onnx",
+        "var/gallery/db.sqlite",
+        "tests/test_dockerfile.py",
+        "shared/__pycache__/settings.cpython-311.pyc",
+    ):
+        assert ignore.excluded(path), f"{path} would be sent to the Docker daemon"
+    for path in ("pyproject.toml", "shared/settings.py", "mindsight/cli/main.py"):
+        assert not ignore.excluded(path)
+
+
+def test_bind_mounts_and_copy_from_name_earlier_stages(df: dockerfile.Dockerfile) -> None:
+    seen: set[str] = set()
+    for stage in df.stages:
+        for instr in stage.all("RUN"):
+            for mount in re.findall(r"from=([\w-]+)", instr.flags.get("mount", "")):
+                assert mount in seen, f"line {instr.line}: mounts {mount} before it is defined"
+        seen.add(stage.name)
+
+
+@pytest.mark.parametrize("target", FINAL_TARGETS)
+def test_final_stage_runs_as_non_root_with_workdir_and_no_build_tools(
+    df: dockerfile.Dockerfile, target: str
+) -> None:
+    user = df.effective(target, "USER")
+    assert user is not None, f"{target}: no USER, so it would run as root"
+    uid = user.value.split(":")[0]
+    assert uid not in ("root", "0") and (not uid.isdigit() or int(uid) >= 1000), f"{target}: USER {uid}"
+    assert df.effective(target, "WORKDIR") is not None
+    for stage in df.lineage(target):
+        for instr in stage.all("RUN"):
+            assert not BUILD_TOOLS.search(instr.value), (
+                f"{stage.name}: installs build tools: {instr.value[:80]}"
+            )
+            if "pip install" in instr.value:
+                assert "--no-index" in instr.value, (
+                    f"line {instr.line}: final stages install only built wheels"
+                )
+        assert all("from" not in i.flags for i in stage.all("COPY")), "wheels come in by bind mount, not COPY"
+
+
+@pytest.mark.parametrize("target", PRODUCT_TARGETS)
+def test_product_images_enter_mindsight_and_check_health_on_9100(
+    df: dockerfile.Dockerfile, target: str
+) -> None:
+    entry = df.effective(target, "ENTRYPOINT")
+    assert entry is not None and entry.exec_form() == ["mindsight"]
+    health = df.effective(target, "HEALTHCHECK")
+    assert health is not None
+    argv = dockerfile.Instruction("CMD", health.value.split("CMD", 1)[1].strip()).exec_form()
+    assert argv is not None and argv[:2] == ["mindsight", "healthcheck"], "exec form, no shell, no curl"
+    assert argv[2:] == ["--port", "9100"]
+    assert resolve(argv[1:]).name == "healthcheck"
+
+
+def test_dashboard_image_enters_rq_dashboard(df: dockerfile.Dockerfile) -> None:
+    entry = df.effective("dashboard", "ENTRYPOINT")
+    assert entry is not None and entry.exec_form() == ["rq-dashboard"]
+    health = df.effective("dashboard", "HEALTHCHECK")
+    assert health is not None and "mindsight healthcheck" in health.value.replace('", "', " ")
+
+
+def test_entry_point_is_the_console_script(pyproject: dict[str, Any]) -> None:
+    target = pyproject["project"]["scripts"]["mindsight"]
+    module, _, attr = target.partition(":")
+    assert (module, attr) == ("mindsight.cli.main", "cli")
+    from mindsight.cli.main import cli
+
+    assert isinstance(cli, click.Group)
+
+
+def test_extras_and_versions_match_the_project(df: dockerfile.Dockerfile, pyproject: dict[str, Any]) -> None:
+    text = DOCKERFILE.read_text()
+    extras = set(pyproject["project"]["optional-dependencies"])
+    for used in re.findall(r"mindsight-ml\[([\w,]+)\]|/src\[([\w,]+)\]", text):
+        for extra in ",".join(u for u in used if u).split(","):
+            assert extra in extras, f"Dockerfile installs unknown extra [{extra}]"
+    makefile = (REPO / "Makefile").read_text()
+    pins = dict(re.findall(r"\b(torch|torchvision)==([\d.]+)", makefile))
+    assert pins, "Makefile TORCH_PINS not found"
+    assert df.args["TORCH_VERSION"] == pins["torch"] and df.args["TORCHVISION_VERSION"] == pins["torchvision"]
+
+
+def test_mount_points_exist_for_the_app_user(df: dockerfile.Dockerfile) -> None:
+    """Fresh named volumes copy ownership from the image, so /models and /gallery must belong to the user."""
+    for target in PRODUCT_TARGETS:
+        runs = " ".join(i.value for s in df.lineage(target) for i in s.all("RUN"))
+        assert (
+            re.search(r"mkdir -p /models /gallery", runs)
+            and "chown mindsight:mindsight /models /gallery" in runs
+        )
+        user = df.effective(target, "USER")
+        assert user is not None and "useradd --system --uid " + user.value.split(":")[0] in runs
+
+
+def test_parser_rejects_unnamed_stages_and_finds_inherited_instructions() -> None:
+    with pytest.raises(ValueError, match="named"):
+        dockerfile.parse("FROM python:3.11.11-slim\nRUN true\n")
+    parsed = dockerfile.parse(
+        "ARG BASE=python:3.11.11-slim\nFROM ${BASE} AS a\nUSER 10001\n"
+        "# note\nRUN echo \\\n  hi\nFROM a AS b\n"
+    )
+    assert parsed.effective("b", "USER").value == "10001"  # type: ignore[union-attr]
+    assert parsed.external_base("b") == "python:3.11.11-slim"
+    assert parsed.stage("a").all("RUN")[0].value == "echo hi"
