@@ -88,11 +88,11 @@ def run_photo_batch(capability: str, payloads: list[dict[str, Any]]) -> dict[str
     ctx.pause.clear()
     for label in task.failure_models() or [cap.value]:
         JOBS.labels(cap.value, label, "done").inc(done)
+    ids = [p.get("photo_id") for p in payloads]
+    seconds = round(time.perf_counter() - started, 3)
     log.info(
-        "%s batch done", cap.value,
-        extra={"capability": cap.value, "photos": len(payloads), "done": done, "failed": failed,
-               "photo_ids": [p.get("photo_id") for p in payloads],
-               "seconds": round(time.perf_counter() - started, 3)},
+        "%s done: photos=%s delivered=%d failed=%d in %.3fs", cap.value, ids, done, failed, seconds,
+        extra={"capability": cap.value, "photo_ids": ids, "delivered": done, "failed": failed, "seconds": seconds},
     )
     return {"done": done, "failed": failed, "deferred": 0}
 
@@ -133,6 +133,9 @@ def run_text_batch(payloads: list[dict[str, Any]]) -> dict[str, int]:
             failed += 1
             _dead_letter(ctx, Capability.TEXT, policy, payload, exc, attempts)
     ctx.pause.clear()
+    ids = [p.get("request_id") for p in payloads]
+    log.info("text done: requests=%s delivered=%d failed=%d", ids, done, failed,
+             extra={"capability": "text", "request_ids": ids, "delivered": done, "failed": failed})
     return {"done": done, "failed": failed, "deferred": 0}
 
 
@@ -183,8 +186,9 @@ def _dead_letter(
     ctx.dlq_for(policy.dlq_key).push(letter)
     JOBS.labels(cap.value, "-", "failed").inc()
     error_type, message = describe(exc)
-    log.warning("%s dead-lettered: %s: %s", cap.value, error_type, message,
-                extra={"capability": cap.value, "payload": payload, "error_type": error_type})
+    ref = payload.get("photo_id", payload.get("request_id"))
+    log.warning("%s dead-lettered: id=%s %s: %s (attempt %d)", cap.value, ref, error_type, message, attempts,
+                extra={"capability": cap.value, "item_id": ref, "error_type": error_type, "attempts": attempts})
 
 
 def _dead_letter_photo(

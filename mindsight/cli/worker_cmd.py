@@ -87,4 +87,7 @@ for _cap in Capability:
 @config_errors_exit
 def all_capabilities(ctx: click.Context, burst: bool) -> None:
     """Host every capability in one process (small machines): one decode serves all of them."""
-    run_worker(ctx, [Capability.CLIP, Capability.CAPTION, Capability.FACE, Capability.TEXT], burst)
+    caps = [Capability.CLIP, Capability.CAPTION, Capability.FACE, Capability.TEXT]
+    if not settings_from(ctx).caption.enabled:
+        caps.remove(Capability.CAPTION)
+    run_worker(ctx, caps, burst)
