@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from shared.images import load_image
 from shared.paths import resolve_photo_path
@@ -77,7 +77,3 @@ def _covers(cached: int | None, wanted: int | None) -> bool:
         return True
     return wanted is not None and cached >= wanted
 
-
-def exif_transposed(img: Image.Image) -> Image.Image:
-    """EXIF-rotate an already opened image (for callers that decode themselves)."""
-    return ImageOps.exif_transpose(img) or img
