@@ -59,8 +59,14 @@ class DeadLetter:
             return cls(**{k: v for k, v in data.items() if k in known})
         payload = data if isinstance(data, dict) else None
         return cls(
-            capability=None, error_type="legacy", error="entry written by another runner", payload=payload,
-            raw=None if payload is not None else text, attempts=0, failed_at=0.0, worker="",
+            capability=None,
+            error_type="legacy",
+            error="entry written by another runner",
+            payload=payload,
+            raw=None if payload is not None else text,
+            attempts=0,
+            failed_at=0.0,
+            worker="",
             id="legacy-" + uuid.uuid5(uuid.NAMESPACE_OID, text).hex[:10],
         )
 
@@ -100,7 +106,7 @@ class DeadLetterQueue:
             if not chunk:
                 return
             for stored in chunk:
-                yield StoredLetter(DeadLetter.from_json(stored), stored)
+                yield StoredLetter(DeadLetter.from_json(stored), stored)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
             start += len(chunk)
 
     def select(
@@ -130,4 +136,4 @@ class DeadLetterQueue:
 
     def remove(self, item: StoredLetter, pipeline: Pipeline | None = None) -> None:
         """Remove exactly this entry (one occurrence of its stored bytes)."""
-        (pipeline if pipeline is not None else self.connection).lrem(self.key, 1, item.stored)
+        (pipeline if pipeline is not None else self.connection).lrem(self.key, 1, item.stored)  # type: ignore[arg-type]  # redis-py stubs: bytes replies

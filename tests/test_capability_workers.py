@@ -68,8 +68,10 @@ def test_face_worker_posts_faces_in_the_displayed_frame(
     pipeline.worker("face", **DLIB_FACES)
 
     def posted(pid: int) -> bool:
-        return any(r["path"].endswith(f"/photos/{pid}/faces") and r["status"] == 200
-                   for r in pipeline.gallery.received())
+        return any(
+            r["path"].endswith(f"/photos/{pid}/faces") and r["status"] == 200
+            for r in pipeline.gallery.received()
+        )
 
     pipeline.wait_for(lambda: all(posted(i) for i in ids.values()), 180, "three face callbacks")
     assert pipeline.gallery.faces(ids["cat"]) == []
@@ -96,8 +98,15 @@ def test_text_worker_and_embed_api_agree(
         pipeline.redis.lpush("text_tasks", json.dumps(job))
     pipeline.router()
     pipeline.worker("text")
-    pipeline.wait_for(lambda: pipeline.gallery.text_query(11) and pipeline.gallery.text_query(12)
-                      and pipeline.redis.llen("text_tasks_dlq") == 1, 120, "two text results and one dead letter")
+    pipeline.wait_for(
+        lambda: (
+            pipeline.gallery.text_query(11)
+            and pipeline.gallery.text_query(12)
+            and pipeline.redis.llen("text_tasks_dlq") == 1
+        ),
+        120,
+        "two text results and one dead letter",
+    )
 
     api = TestClient(create_app(tiny_clip_models, "tiny-hf", EmbedApiSettings(_env_file=None)))
     for request_id, (query, model) in list(queries.items())[:2]:
@@ -109,4 +118,8 @@ def test_text_worker_and_embed_api_agree(
         image_vec = tiny_clip_models[served["model"]].image.predict([Image.open(face_photos["astronaut"])])[0]
         assert len(served["embedding"]) == served["dim"] == image_vec.shape[0]
     [letter] = pipeline.dead_letters("text_tasks_dlq")
-    assert letter["error_type"] == "UnknownModel" and "tiny-hf" in letter["error"] and "tiny-oc" in letter["error"]
+    assert (
+        letter["error_type"] == "UnknownModel"
+        and "tiny-hf" in letter["error"]
+        and "tiny-oc" in letter["error"]
+    )

@@ -25,14 +25,25 @@ def photo(pid: int) -> dict[str, object]:
 @pytest.fixture
 def filled(redis_client: redis.Redis) -> DeadLetterQueue:
     dlq = DeadLetterQueue(redis_client, "photo_tasks_dlq")
-    dlq.push(DeadLetter.from_exception(ImageDecodeError("truncated"), capability="clip", payload=photo(1), id="a1"))
+    dlq.push(
+        DeadLetter.from_exception(ImageDecodeError("truncated"), capability="clip", payload=photo(1), id="a1")
+    )
     dlq.push(DeadLetter.from_exception(UnsafePath("outside"), capability="face", payload=photo(2), id="b2"))
-    dlq.push(DeadLetter.from_exception(ImageDecodeError("bomb"), capability="face", payload=photo(3), id="c3"))
+    dlq.push(
+        DeadLetter.from_exception(ImageDecodeError("bomb"), capability="face", payload=photo(3), id="c3")
+    )
     dlq.push(DeadLetter(capability=None, error_type="BadPayload", error="not JSON", raw="{oops", id="d4"))
     redis_client.lpush("photo_tasks_dlq", json.dumps(photo(9)))  # written by the legacy runner
     text = DeadLetterQueue(redis_client, "text_tasks_dlq")
-    text.push(DeadLetter(capability="text", error_type="UnknownModel", error="nope",
-                         payload={"type": "text_embed", "request_id": 5, "query": "x", "model": "zz"}, id="t5"))
+    text.push(
+        DeadLetter(
+            capability="text",
+            error_type="UnknownModel",
+            error="nope",
+            payload={"type": "text_embed", "request_id": 5, "query": "x", "model": "zz"},
+            id="t5",
+        )
+    )
     return dlq
 
 
@@ -51,7 +62,9 @@ def ids(result: Result) -> set[str]:
     return {json.loads(line)["id"] for line in result.output.splitlines() if line.startswith("{")}
 
 
-def test_ls_filters_by_capability_error_type_and_queue(filled: DeadLetterQueue, run: Callable[..., Result]) -> None:
+def test_ls_filters_by_capability_error_type_and_queue(
+    filled: DeadLetterQueue, run: Callable[..., Result]
+) -> None:
     assert len(ids(run("ls", "--json"))) == 6
     assert ids(run("ls", "--json", "-c", "face")) == {"b2", "c3"}
     assert ids(run("ls", "--json", "-e", "ImageDecodeError")) == {"a1", "c3"}
@@ -80,7 +93,11 @@ def test_requeue_reruns_only_the_failed_capability(
     face_jobs = rq_queue(redis_client, Capability.FACE).get_jobs()
     assert sorted(p["photo_id"] for j in face_jobs for p in j.args[1]) == [2, 3]
     assert rq_queue(redis_client, Capability.CLIP).count == 0  # clip of photos 2 and 3 is not redone
-    assert {i.letter.id for i in filled.scan()} == {"a1", "d4", filled.select(error_type="legacy")[0].letter.id}
+    assert {i.letter.id for i in filled.scan()} == {
+        "a1",
+        "d4",
+        filled.select(error_type="legacy")[0].letter.id,
+    }
     # Fresh retries: the operator fixed the cause.
     assert all(j.retries_left for j in face_jobs)
 
@@ -115,7 +132,9 @@ def test_an_entry_is_never_requeued_twice(
 
 
 def test_requeue_is_atomic_when_enqueueing_fails(
-    filled: DeadLetterQueue, redis_client: redis.Redis, make_settings: Callable[..., Settings],
+    filled: DeadLetterQueue,
+    redis_client: redis.Redis,
+    make_settings: Callable[..., Settings],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A crash between "enqueue" and "remove" cannot happen: both are one transaction."""

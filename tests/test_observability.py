@@ -41,15 +41,28 @@ def test_probes_metrics_status_and_json_logs(pipeline: Pipeline, tmp_path: Path)
     assert 'mindsight_routed_total{outcome="dispatched",source="photo_tasks"} 1.0' in router_metrics
     assert 'mindsight_queue_depth{queue="photo_tasks"}' in router_metrics
 
-    probe = subprocess.run([sys.executable, "-m", "mindsight", "healthcheck", "--port", str(worker_port)],
-                           capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [sys.executable, "-m", "mindsight", "healthcheck", "--port", str(worker_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.returncode == 0, probe.stderr
-    dead = subprocess.run([sys.executable, "-m", "mindsight", "healthcheck", "--port", str(free_port())],
-                          capture_output=True, text=True, timeout=60)
+    dead = subprocess.run(
+        [sys.executable, "-m", "mindsight", "healthcheck", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert dead.returncode == 1 and "unhealthy" in dead.stderr
 
-    status = subprocess.run([sys.executable, "-m", "mindsight", "--env-file", "/dev/null", "status", "--json"],
-                            capture_output=True, text=True, timeout=60, env=pipeline.env())
+    status = subprocess.run(
+        [sys.executable, "-m", "mindsight", "--env-file", "/dev/null", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=pipeline.env(),
+    )
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
     assert [w["queues"] for w in data["workers"]] == [["clip"]]

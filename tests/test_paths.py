@@ -21,7 +21,9 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_relative_path_resolves_against_root(root: Path) -> None:
-    assert resolve_photo_path("./uploads/original/x.jpg", [root]) == (root / "uploads/original/x.jpg").resolve()
+    assert (
+        resolve_photo_path("./uploads/original/x.jpg", [root]) == (root / "uploads/original/x.jpg").resolve()
+    )
 
 
 def test_backend_style_absolute_url_path_is_rerooted(root: Path) -> None:
@@ -39,7 +41,9 @@ def test_second_root_is_tried(root: Path, tmp_path: Path) -> None:
     assert resolve_photo_path("uploads/original/x.jpg", [other, root]).name == "x.jpg"
 
 
-@pytest.mark.parametrize("path", ["../secret.txt", "uploads/../../secret.txt", "/etc/passwd", "/../secret.txt"])
+@pytest.mark.parametrize(
+    "path", ["../secret.txt", "uploads/../../secret.txt", "/etc/passwd", "/../secret.txt"]
+)
 def test_escapes_are_refused(root: Path, path: str) -> None:
     with pytest.raises(UnsafePath):
         resolve_photo_path(path, [root])

@@ -9,7 +9,12 @@ import pytest
 from shared.errors import BadPayload
 from shared.payloads import Capability, parse_photo_job, parse_text_job
 
-GOOD = {"photo_id": 1, "user_id": 1, "path": "./uploads/original/x.jpg", "tasks": ["thumbnail", "clip", "face"]}
+GOOD = {
+    "photo_id": 1,
+    "user_id": 1,
+    "path": "./uploads/original/x.jpg",
+    "tasks": ["thumbnail", "clip", "face"],
+}
 
 
 def test_backend_example_parses_and_ignores_thumbnail() -> None:

@@ -21,8 +21,14 @@ from workers.router import Router
 
 
 def photo(pid: int, tasks: list[str] | None = None) -> str:
-    return json.dumps({"photo_id": pid, "user_id": 1, "path": f"./uploads/original/{pid}.jpg",
-                       "tasks": tasks or ["thumbnail", "clip", "face"]})
+    return json.dumps(
+        {
+            "photo_id": pid,
+            "user_id": 1,
+            "path": f"./uploads/original/{pid}.jpg",
+            "tasks": tasks or ["thumbnail", "clip", "face"],
+        }
+    )
 
 
 def queued(conn: redis.Redis, cap: Capability) -> list[Job]:
@@ -34,7 +40,9 @@ def payload_ids(jobs: list[Job]) -> list[int]:
     return [p.get("photo_id", p.get("request_id")) for j in jobs for p in j.args[-1]]
 
 
-def make_router(make_settings: Callable[..., Settings], redis_url: str, **env: object) -> tuple[Router, redis.Redis]:
+def make_router(
+    make_settings: Callable[..., Settings], redis_url: str, **env: object
+) -> tuple[Router, redis.Redis]:
     settings = make_settings(REDIS_URL=redis_url, **env)
     conn = redis.Redis.from_url(redis_url)
     return Router(conn, settings), conn
@@ -92,8 +100,12 @@ def test_lone_photo_is_not_held_back_when_workers_are_idle(make_settings, redis_
 
 def test_malformed_payloads_are_dead_lettered_raw_with_reason(make_settings, redis_url) -> None:
     router, conn = make_router(make_settings, redis_url, MINDSIGHT_MAX_PAYLOAD_BYTES="2048")
-    bad = ["{oops", json.dumps({"photo_id": "x", "user_id": 1, "path": "a", "tasks": []}),
-           json.dumps({"user_id": 1, "path": "a", "tasks": ["clip"]}), json.dumps({"photo_id": 1, "pad": "y" * 4000})]
+    bad = [
+        "{oops",
+        json.dumps({"photo_id": "x", "user_id": 1, "path": "a", "tasks": []}),
+        json.dumps({"user_id": 1, "path": "a", "tasks": ["clip"]}),
+        json.dumps({"photo_id": 1, "pad": "y" * 4000}),
+    ]
     for raw in bad:
         conn.lpush("photo_tasks", raw)
     conn.lpush("photo_tasks", photo(9, ["clip"]))
@@ -118,7 +130,9 @@ def test_backend_only_tasks_are_consumed_without_jobs(make_settings, redis_url) 
 
 def test_text_jobs_and_text_dead_letters(make_settings, redis_url) -> None:
     router, conn = make_router(make_settings, redis_url)
-    conn.lpush("text_tasks", json.dumps({"type": "text_embed", "request_id": 3, "query": "a cat", "model": "m"}))
+    conn.lpush(
+        "text_tasks", json.dumps({"type": "text_embed", "request_id": 3, "query": "a cat", "model": "m"})
+    )
     conn.lpush("text_tasks", json.dumps({"type": "text_embed", "request_id": 4}))
     router.consume_once("text_tasks", block_s=0.1)
     assert payload_ids(queued(conn, Capability.TEXT)) == [3]

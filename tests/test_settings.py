@@ -21,7 +21,9 @@ def test_defaults_match_the_backend(make_settings: Callable[..., Settings]) -> N
 def test_clip_models_parsing(make_settings: Callable[..., Settings]) -> None:
     s = make_settings(CLIP_MODELS="clip14=openai/clip-vit-large-patch14, laion=hf-hub:laion/x")
     assert [(m.label, m.source) for m in s.clip.specs()] == [
-        ("clip14", "openai/clip-vit-large-patch14"), ("laion", "hf-hub:laion/x")]
+        ("clip14", "openai/clip-vit-large-patch14"),
+        ("laion", "hf-hub:laion/x"),
+    ]
     assert s.clip.label_for(None) == "clip14"
 
 

@@ -19,7 +19,9 @@ from workers.runtime import PauseControl, WorkerContext, install
 log = logging.getLogger(__name__)
 
 
-def build_context(settings: Settings, capabilities: list[Capability], name: str | None = None) -> WorkerContext:
+def build_context(
+    settings: Settings, capabilities: list[Capability], name: str | None = None
+) -> WorkerContext:
     """Load everything `capabilities` need, log what really runs where, and install the context."""
     connection = redis.Redis.from_url(settings.redis.url, health_check_interval=30)
     gallery = GalleryClient(settings.gallery)
@@ -63,11 +65,15 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
                 first = settings.clip.specs()[0]
                 text_models = clip_models or load_clip_models(
                     settings.clip.model_copy(update={"models_raw": f"{first.label}={first.source}"}),
-                    settings.store, device, settings.worker.threads,
+                    settings.store,
+                    device,
+                    settings.worker.threads,
                 )
                 captioner = load_captioner(settings.caption, settings.store, device)
                 captioner.load()
-                ctx.photo_tasks[cap] = CaptionTask(captioner, text_models[first.label], settings.caption.model_name)
+                ctx.photo_tasks[cap] = CaptionTask(
+                    captioner, text_models[first.label], settings.caption.model_name
+                )
             case Capability.FACE:
                 from shared.models.face_registry import load_face_analyzer
                 from workers.tasks.face_task import FaceTask

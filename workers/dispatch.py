@@ -42,8 +42,12 @@ class JobPolicy:
 
     def as_meta(self, attempts_before: int = 0, retries_granted: int = 0) -> dict[str, Any]:
         return {
-            "dlq": self.dlq_key, "source_queue": self.source_queue, "max_retries": self.max_retries,
-            "backoff": self.backoff, "attempts_before": attempts_before, "retries_granted": retries_granted,
+            "dlq": self.dlq_key,
+            "source_queue": self.source_queue,
+            "max_retries": self.max_retries,
+            "backoff": self.backoff,
+            "attempts_before": attempts_before,
+            "retries_granted": retries_granted,
         }
 
     @classmethod
@@ -100,7 +104,9 @@ class Dispatcher:
         if len(payloads) == 1 and retries_left > 0:
             retry = Retry(max=retries_left, interval=policy.backoff)
         func = jobs.run_text_batch if capability is Capability.TEXT else jobs.run_photo_batch
-        args: tuple[Any, ...] = (list(payloads),) if capability is Capability.TEXT else (capability.value, list(payloads))
+        args: tuple[Any, ...] = (
+            (list(payloads),) if capability is Capability.TEXT else (capability.value, list(payloads))
+        )
         data = Queue.prepare_data(
             func,
             args=args,

@@ -34,13 +34,20 @@ def job_items(job: Job) -> tuple[Capability, list[dict[str, Any]]]:
 
 
 def on_job_failure(
-    job: Job, connection: redis.Redis, exc_type: type[BaseException] | None,
-    exc_value: BaseException | None, tb: TracebackType | None,
+    job: Job,
+    connection: redis.Redis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    tb: TracebackType | None,
 ) -> None:
     """RQ on_failure callback for every job the Dispatcher creates."""
     if job.retries_left:
-        log.warning("job %s failed (%s), RQ retries it (%d left)", job.id, exc_type and exc_type.__name__,
-                    job.retries_left)
+        log.warning(
+            "job %s failed (%s), RQ retries it (%d left)",
+            job.id,
+            exc_type and exc_type.__name__,
+            job.retries_left,
+        )
         return
     capability, payloads = job_items(job)
     policy = JobPolicy.from_meta(job.meta)
@@ -55,19 +62,30 @@ def on_job_failure(
             for payload in payloads:
                 dispatcher.add(pipe, capability, [payload], policy=policy, attempts_before=attempts)
             pipe.execute()
-        log.warning("batch job %s of %d failed (%s: %s); re-queued as single jobs", job.id, len(payloads),
-                    type(reason).__name__, reason)
+        log.warning(
+            "batch job %s of %d failed (%s: %s); re-queued as single jobs",
+            job.id,
+            len(payloads),
+            type(reason).__name__,
+            reason,
+        )
         return
 
     with connection.pipeline() as pipe:
         for payload in payloads:
             letter = DeadLetter.from_exception(
-                reason, capability=capability.value, payload=payload, attempts=attempts,
-                worker=job.worker_name or "", source_queue=policy.source_queue,
+                reason,
+                capability=capability.value,
+                payload=payload,
+                attempts=attempts,
+                worker=job.worker_name or "",
+                source_queue=policy.source_queue,
             )
             pipe.lpush(policy.dlq_key, letter.to_json())
         pipe.execute()
-    log.error("job %s dead-lettered after %d attempt(s): %s: %s", job.id, attempts, type(reason).__name__, reason)
+    log.error(
+        "job %s dead-lettered after %d attempt(s): %s: %s", job.id, attempts, type(reason).__name__, reason
+    )
     _report_failed(capability, payloads, reason)
 
 

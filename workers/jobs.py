@@ -91,8 +91,19 @@ def run_photo_batch(capability: str, payloads: list[dict[str, Any]]) -> dict[str
     ids = [p.get("photo_id") for p in payloads]
     seconds = round(time.perf_counter() - started, 3)
     log.info(
-        "%s done: photos=%s delivered=%d failed=%d in %.3fs", cap.value, ids, done, failed, seconds,
-        extra={"capability": cap.value, "photo_ids": ids, "delivered": done, "failed": failed, "seconds": seconds},
+        "%s done: photos=%s delivered=%d failed=%d in %.3fs",
+        cap.value,
+        ids,
+        done,
+        failed,
+        seconds,
+        extra={
+            "capability": cap.value,
+            "photo_ids": ids,
+            "delivered": done,
+            "failed": failed,
+            "seconds": seconds,
+        },
     )
     return {"done": done, "failed": failed, "deferred": 0}
 
@@ -117,7 +128,9 @@ def run_text_batch(payloads: list[dict[str, Any]]) -> dict[str, int]:
     done = 0
     pending = [(label, item) for label, items in groups.items() for item in items]
     with STAGE_SECONDS.labels("text", "inference").time():
-        vectors = {label: task.embed(label, [job.query for _, job in items]) for label, items in groups.items()}
+        vectors = {
+            label: task.embed(label, [job.query for _, job in items]) for label, items in groups.items()
+        }
     offsets: dict[str, int] = defaultdict(int)
     for i, (label, (payload, job)) in enumerate(pending):
         vector = vectors[label][offsets[label]]
@@ -134,8 +147,13 @@ def run_text_batch(payloads: list[dict[str, Any]]) -> dict[str, int]:
             _dead_letter(ctx, Capability.TEXT, policy, payload, exc, attempts)
     ctx.pause.clear()
     ids = [p.get("request_id") for p in payloads]
-    log.info("text done: requests=%s delivered=%d failed=%d", ids, done, failed,
-             extra={"capability": "text", "request_ids": ids, "delivered": done, "failed": failed})
+    log.info(
+        "text done: requests=%s delivered=%d failed=%d",
+        ids,
+        done,
+        failed,
+        extra={"capability": "text", "request_ids": ids, "delivered": done, "failed": failed},
+    )
     return {"done": done, "failed": failed, "deferred": 0}
 
 
@@ -157,8 +175,12 @@ def _parse_text(payload: dict[str, Any]) -> TextJob:
 
 
 def _defer(
-    ctx: WorkerContext, cap: Capability, policy: JobPolicy, payloads: list[dict[str, Any]],
-    exc: BaseException, attempts: int,
+    ctx: WorkerContext,
+    cap: Capability,
+    policy: JobPolicy,
+    payloads: list[dict[str, Any]],
+    exc: BaseException,
+    attempts: int,
 ) -> None:
     """Put undelivered items back at the front, unchanged attempts, and pause this worker."""
     with ctx.connection.pipeline() as pipe:
@@ -169,31 +191,53 @@ def _defer(
     if isinstance(exc, GalleryAuthError):
         log.error(
             "GALLERY REJECTED OUR TOKEN: %s. Fix PROCESSING_INTERNAL_TOKEN; %d job(s) kept, pausing %.0fs",
-            exc, len(payloads), delay,
+            exc,
+            len(payloads),
+            delay,
         )
     else:
         log.warning("gallery unavailable (%s); %d job(s) kept, pausing %.1fs", exc, len(payloads), delay)
 
 
 def _dead_letter(
-    ctx: WorkerContext, cap: Capability, policy: JobPolicy, payload: dict[str, Any], exc: BaseException,
+    ctx: WorkerContext,
+    cap: Capability,
+    policy: JobPolicy,
+    payload: dict[str, Any],
+    exc: BaseException,
     attempts: int,
 ) -> None:
     letter = DeadLetter.from_exception(
-        exc, capability=cap.value, payload=payload, attempts=attempts, worker=ctx.name,
+        exc,
+        capability=cap.value,
+        payload=payload,
+        attempts=attempts,
+        worker=ctx.name,
         source_queue=policy.source_queue,
     )
     ctx.dlq_for(policy.dlq_key).push(letter)
     JOBS.labels(cap.value, "-", "failed").inc()
     error_type, message = describe(exc)
     ref = payload.get("photo_id", payload.get("request_id"))
-    log.warning("%s dead-lettered: id=%s %s: %s (attempt %d)", cap.value, ref, error_type, message, attempts,
-                extra={"capability": cap.value, "item_id": ref, "error_type": error_type, "attempts": attempts})
+    log.warning(
+        "%s dead-lettered: id=%s %s: %s (attempt %d)",
+        cap.value,
+        ref,
+        error_type,
+        message,
+        attempts,
+        extra={"capability": cap.value, "item_id": ref, "error_type": error_type, "attempts": attempts},
+    )
 
 
 def _dead_letter_photo(
-    ctx: WorkerContext, cap: Capability, policy: JobPolicy, payload: dict[str, Any], exc: BaseException,
-    attempts: int, models: list[str],
+    ctx: WorkerContext,
+    cap: Capability,
+    policy: JobPolicy,
+    payload: dict[str, Any],
+    exc: BaseException,
+    attempts: int,
+    models: list[str],
 ) -> None:
     """Dead-letter one photo and tell the gallery (best effort) so it does not wait forever."""
     _dead_letter(ctx, cap, policy, payload, exc, attempts)
@@ -211,7 +255,10 @@ def post_failure(
     modality = "caption" if cap is Capability.CAPTION else ("face" if cap is Capability.FACE else "image")
     for model in models or [cap.value]:
         body = {
-            "model": model, "modality": modality, "embedding": [], "processing_status": "failed",
+            "model": model,
+            "modality": modality,
+            "embedding": [],
+            "processing_status": "failed",
             "error": f"{cap.value}: {error_type}: {message}"[:1000],
             "ml_result": {"source": "mindsight-ml", "capability": cap.value, "error_type": error_type},
         }

@@ -76,4 +76,3 @@ def _covers(cached: int | None, wanted: int | None) -> bool:
     if cached is None:
         return True
     return wanted is not None and cached >= wanted
-

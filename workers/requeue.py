@@ -36,7 +36,10 @@ def plan(item: StoredLetter) -> str | None:
 
 
 def requeue(
-    connection: redis.Redis, dispatcher: Dispatcher, dlq: DeadLetterQueue, items: list[StoredLetter],
+    connection: redis.Redis,
+    dispatcher: Dispatcher,
+    dlq: DeadLetterQueue,
+    items: list[StoredLetter],
     legacy_target: str,
 ) -> RequeueReport:
     """Requeue `items`; legacy entries (bare payloads) go back whole onto `legacy_target`."""
@@ -54,7 +57,11 @@ def requeue(
 
 
 def _requeue_one(
-    connection: redis.Redis, dispatcher: Dispatcher, dlq: DeadLetterQueue, item: StoredLetter, legacy_target: str
+    connection: redis.Redis,
+    dispatcher: Dispatcher,
+    dlq: DeadLetterQueue,
+    item: StoredLetter,
+    legacy_target: str,
 ) -> bool:
     letter = item.letter
     assert letter.payload is not None
@@ -62,7 +69,7 @@ def _requeue_one(
         while True:
             try:
                 pipe.watch(dlq.key)
-                if pipe.lpos(dlq.key, item.stored) is None:
+                if pipe.lpos(dlq.key, item.stored) is None:  # type: ignore[arg-type]  # redis-py stubs: bytes replies
                     pipe.unwatch()
                     return False
                 pipe.multi()

@@ -60,7 +60,9 @@ class Router:
         self.sources = (self.redis_settings.photo_queue, self.redis_settings.text_queue)
         # Due RQ retries are moved back to their queues here, so workers need no scheduler process.
         self.scheduler = RQScheduler(
-            [RQ_QUEUES[c] for c in Capability], connection=connection, serializer=JSONSerializer,
+            [RQ_QUEUES[c] for c in Capability],
+            connection=connection,
+            serializer=JSONSerializer,
             logging_level=logging.WARNING,
         )
 
@@ -99,7 +101,7 @@ class Router:
         """Take up to one batch from `source` and dispatch it; returns the number of payloads taken."""
         mine = processing_list(source, self.consumer_id)
         self._register()
-        first = self.connection.blmove(source, mine, block_s, "RIGHT", "LEFT")
+        first = self.connection.blmove(source, mine, block_s, "RIGHT", "LEFT")  # type: ignore[arg-type]  # redis-py stubs: bytes replies
         if first is None:
             return 0
         items = [first]
@@ -112,21 +114,21 @@ class Router:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._workers_busy(source):
                 break
-            item = self.connection.blmove(source, mine, max(remaining, 0.01), "RIGHT", "LEFT")
+            item = self.connection.blmove(source, mine, max(remaining, 0.01), "RIGHT", "LEFT")  # type: ignore[arg-type]  # redis-py stubs: bytes replies
             if item is None:
                 break
             items.append(item)
-        self.dispatch(source, mine, items)
+        self.dispatch(source, mine, items)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
         return len(items)
 
     def drain_processing(self, source: str) -> None:
         """Dispatch payloads left in our own processing list (after a Redis error or a restart)."""
         mine = processing_list(source, self.consumer_id)
         while items := self.connection.lrange(mine, 0, self.worker.batch_size - 1):
-            self.dispatch(source, mine, items)
+            self.dispatch(source, mine, items)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
 
     def dispatch(self, source: str, processing: str, items: list[bytes]) -> None:
-        """Create the capability jobs (or dead letters) for `items` and drop them from `processing`, atomically."""
+        """Create the jobs (or dead letters) for `items` and drop them from `processing`, atomically."""
         is_text = source == self.redis_settings.text_queue
         dlq_key = self.redis_settings.text_dlq if is_text else self.redis_settings.photo_dlq
         groups: dict[Capability, list[dict[str, Any]]] = defaultdict(list)
@@ -145,17 +147,22 @@ class Router:
                 for cap in caps:
                     groups[cap].append(payload)
             except BadPayload as exc:
-                letters.append(DeadLetter.from_exception(
-                    exc, capability=None, raw=raw.decode("utf-8", "replace")[:65536],
-                    worker=self.consumer_id, source_queue=source,
-                ))
+                letters.append(
+                    DeadLetter.from_exception(
+                        exc,
+                        capability=None,
+                        raw=raw.decode("utf-8", "replace")[:65536],
+                        worker=self.consumer_id,
+                        source_queue=source,
+                    )
+                )
         with self.connection.pipeline() as pipe:
             for cap, payloads in groups.items():
                 self.dispatcher.add(pipe, cap, payloads)
             for letter in letters:
                 pipe.lpush(dlq_key, letter.to_json())
             for raw in items:
-                pipe.lrem(processing, 1, raw)
+                pipe.lrem(processing, 1, raw)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
             pipe.execute()
         ROUTED.labels(source, "dispatched").inc(len(items) - len(letters))
         if letters:
@@ -204,13 +211,15 @@ class Router:
         for name in (*self.sources, self.redis_settings.photo_dlq, self.redis_settings.text_dlq):
             QUEUE_DEPTH.labels(name).set(self.connection.llen(name))
         for cap in Capability:
-            QUEUE_DEPTH.labels(f"rq:{RQ_QUEUES[cap]}").set(self.connection.llen(rq_queue(self.connection, cap).key))
+            QUEUE_DEPTH.labels(f"rq:{RQ_QUEUES[cap]}").set(
+                self.connection.llen(rq_queue(self.connection, cap).key)
+            )
 
     def recover_dead_consumers(self) -> int:
         """Give payloads held by consumers whose heartbeat expired back to the backend lists."""
         moved = 0
         for raw_id in self.connection.smembers(CONSUMERS_SET):
-            cid = raw_id.decode()
+            cid = raw_id.decode()  # type: ignore[union-attr]  # redis-py stubs: bytes replies
             if cid == self.consumer_id or self.connection.exists(consumer_heartbeat(cid)):
                 continue
             for source in self.sources:

@@ -29,8 +29,13 @@ class MindsightWorker(SimpleWorker):
     """SimpleWorker with a job heartbeat thread and a gallery-outage pause before each dequeue."""
 
     def __init__(
-        self, *args: Any, heartbeat_s: int = 10, abandoned_after_s: int = 45,
-        pause: PauseControl | None = None, job_timeout_s: int | None = None, **kwargs: Any,
+        self,
+        *args: Any,
+        heartbeat_s: int = 10,
+        abandoned_after_s: int = 45,
+        pause: PauseControl | None = None,
+        job_timeout_s: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.job_timeout_s = job_timeout_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from typing import Any
 
 import click
 import redis
@@ -39,8 +40,13 @@ def _filters(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
-def _select(settings: Settings, which: str, capability: str | None, error_type: str | None,
-            ids: set[str] | None = None) -> list[tuple[str, DeadLetterQueue, str, StoredLetter]]:
+def _select(
+    settings: Settings,
+    which: str,
+    capability: str | None,
+    error_type: str | None,
+    ids: set[str] | None = None,
+) -> list[tuple[str, DeadLetterQueue, str, StoredLetter]]:
     rows = []
     for kind, dlq, source in _queues(settings, which):
         for item in dlq.select(capability=capability, error_type=error_type, ids=ids):
@@ -63,8 +69,9 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
 @config_errors_exit
-def ls(ctx: click.Context, which: str, capability: str | None, error_type: str | None, limit: int,
-       as_json: bool) -> None:
+def ls(
+    ctx: click.Context, which: str, capability: str | None, error_type: str | None, limit: int, as_json: bool
+) -> None:
     """List dead letters, newest first."""
     rows = _select(settings_from(ctx), which, capability, error_type)
     shown = rows[:limit] if limit else rows
@@ -80,8 +87,16 @@ def ls(ctx: click.Context, which: str, capability: str | None, error_type: str |
         letter = item.letter
         payload = letter.payload or {}
         ref = payload.get("photo_id", payload.get("request_id", "-"))
-        table.add_row(letter.id, kind, _when(letter.failed_at), letter.capability or "-", str(ref),
-                      letter.error_type, str(letter.attempts), letter.error[:120])
+        table.add_row(
+            letter.id,
+            kind,
+            _when(letter.failed_at),
+            letter.capability or "-",
+            str(ref),
+            letter.error_type,
+            str(letter.attempts),
+            letter.error[:120],
+        )
     console.print(table)
     if limit and len(rows) > limit:
         console.print(f"... {len(rows) - limit} more (use --limit 0)")
@@ -106,21 +121,30 @@ def show(ctx: click.Context, entry_id: str) -> None:
 @config_errors_exit
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Counts per queue, capability and error type."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for kind, q, _ in _queues(settings_from(ctx), "all"):
         s = q.stats()
-        out[kind] = {"key": q.key, "total": sum(s["capability"].values()),
-                     "by_capability": dict(s["capability"]), "by_error_type": dict(s["error_type"])}
+        out[kind] = {
+            "key": q.key,
+            "total": sum(s["capability"].values()),
+            "by_capability": dict(s["capability"]),
+            "by_error_type": dict(s["error_type"]),
+        }
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
     table = Table(title="dead letters")
     for col in ("queue", "key", "total", "by capability", "by error type"):
         table.add_column(col)
-    for kind, s in out.items():
-        fmt = lambda d: ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "-"  # noqa: E731
-        table.add_row(kind, s["key"], str(s["total"]), fmt(s["by_capability"]), fmt(s["by_error_type"]))
+    for kind, row in out.items():
+        table.add_row(
+            kind, row["key"], str(row["total"]), _counts(row["by_capability"]), _counts(row["by_error_type"])
+        )
     console.print(table)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"
 
 
 @dlq.command(name="requeue")
@@ -130,8 +154,15 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would be requeued; change nothing.")
 @click.pass_context
 @config_errors_exit
-def requeue_cmd(ctx: click.Context, entry_ids: tuple[str, ...], which: str, capability: str | None,
-                error_type: str | None, select_all: bool, dry_run: bool) -> None:
+def requeue_cmd(
+    ctx: click.Context,
+    entry_ids: tuple[str, ...],
+    which: str,
+    capability: str | None,
+    error_type: str | None,
+    select_all: bool,
+    dry_run: bool,
+) -> None:
     """Re-run only the failed capability of the selected entries (safe to interrupt)."""
     if not entry_ids and not (select_all or capability or error_type):
         raise click.UsageError("name entry ids, or select with --capability / --error-type / --all")
@@ -168,15 +199,27 @@ def requeue_cmd(ctx: click.Context, entry_ids: tuple[str, ...], which: str, capa
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 @config_errors_exit
-def purge(ctx: click.Context, entry_ids: tuple[str, ...], which: str, capability: str | None,
-          error_type: str | None, select_all: bool, dry_run: bool, yes: bool) -> None:
+def purge(
+    ctx: click.Context,
+    entry_ids: tuple[str, ...],
+    which: str,
+    capability: str | None,
+    error_type: str | None,
+    select_all: bool,
+    dry_run: bool,
+    yes: bool,
+) -> None:
     """Delete the selected entries for good."""
     if not entry_ids and not (select_all or capability or error_type):
         raise click.UsageError("name entry ids, or select with --capability / --error-type / --all")
     rows = _select(settings_from(ctx), which, capability, error_type, ids=set(entry_ids) or None)
     if dry_run or not rows:
-        click.echo(f"{'dry run: ' if dry_run else ''}{len(rows)} entr{'y' if len(rows) == 1 else 'ies'} "
-                   "would be deleted" if rows else "nothing matches")
+        click.echo(
+            f"{'dry run: ' if dry_run else ''}{len(rows)} entr{'y' if len(rows) == 1 else 'ies'} "
+            "would be deleted"
+            if rows
+            else "nothing matches"
+        )
         return
     if not yes:
         click.confirm(f"delete {len(rows)} dead letter(s)?", abort=True)

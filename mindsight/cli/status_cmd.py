@@ -26,24 +26,35 @@ def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
     sources = (r.photo_queue, r.text_queue)
     consumers = []
     for raw in sorted(conn.smembers(CONSUMERS_SET)):
-        cid = raw.decode()
+        cid = raw.decode()  # type: ignore[union-attr]  # redis-py stubs: bytes replies
         held = sum(int(conn.llen(processing_list(s, cid))) for s in sources)
         consumers.append({"id": cid, "alive": bool(conn.exists(consumer_heartbeat(cid))), "holding": held})
     queues = []
     for cap in Capability:
         q = rq_queue(conn, cap)
-        queues.append({
-            "capability": cap.value, "queued": q.count, "running": q.started_job_registry.count,
-            "scheduled_retries": q.scheduled_job_registry.count, "failed_rq": q.failed_job_registry.count,
-            "finished_recent": q.finished_job_registry.count,
-        })
+        queues.append(
+            {
+                "capability": cap.value,
+                "queued": q.count,
+                "running": q.started_job_registry.count,
+                "scheduled_retries": q.scheduled_job_registry.count,
+                "failed_rq": q.failed_job_registry.count,
+                "finished_recent": q.finished_job_registry.count,
+            }
+        )
     workers = []
     for w in Worker.all(connection=conn):
-        workers.append({
-            "name": w.name, "queues": w.queue_names(), "state": w.get_state(),
-            "current_job": w.get_current_job_id(), "successful": w.successful_job_count,
-            "failed": w.failed_job_count, "last_heartbeat": str(w.last_heartbeat or ""),
-        })
+        workers.append(
+            {
+                "name": w.name,
+                "queues": w.queue_names(),
+                "state": w.get_state(),
+                "current_job": w.get_current_job_id(),
+                "successful": w.successful_job_count,
+                "failed": w.failed_job_count,
+                "last_heartbeat": str(w.last_heartbeat or ""),
+            }
+        )
     return {
         "redis": settings.redis.url.split("@")[-1],  # never print a password
         "backend_lists": {name: int(conn.llen(name)) for name in sources},
@@ -80,22 +91,39 @@ def status(ctx: click.Context, as_json: bool) -> None:
     for col in ("capability", "queued", "running", "retry scheduled", "failed (rq)", "finished (recent)"):
         queues.add_column(col, justify="right" if col != "capability" else "left")
     for q in data["queues"]:
-        queues.add_row(q["capability"], str(q["queued"]), str(q["running"]), str(q["scheduled_retries"]),
-                       str(q["failed_rq"]), str(q["finished_recent"]))
+        queues.add_row(
+            q["capability"],
+            str(q["queued"]),
+            str(q["running"]),
+            str(q["scheduled_retries"]),
+            str(q["failed_rq"]),
+            str(q["finished_recent"]),
+        )
     console.print(queues)
     workers = Table(title=f"workers ({len(data['workers'])}) and routers ({len(data['routers'])})")
     for col in ("name", "kind", "queues", "state", "job / holding", "ok", "failed"):
         workers.add_column(col)
     for w in data["workers"]:
-        workers.add_row(w["name"], "worker", ",".join(w["queues"]), w["state"], w["current_job"] or "-",
-                        str(w["successful"]), str(w["failed"]))
+        workers.add_row(
+            w["name"],
+            "worker",
+            ",".join(w["queues"]),
+            w["state"],
+            w["current_job"] or "-",
+            str(w["successful"]),
+            str(w["failed"]),
+        )
     for c in data["routers"]:
-        workers.add_row(c["id"], "router", "-", "alive" if c["alive"] else "DEAD", str(c["holding"]), "-", "-")
+        workers.add_row(
+            c["id"], "router", "-", "alive" if c["alive"] else "DEAD", str(c["holding"]), "-", "-"
+        )
     console.print(workers)
 
 
 @click.command()
-@click.option("--port", type=int, default=9100, show_default=True, help="Local port of the process's /healthz.")
+@click.option(
+    "--port", type=int, default=9100, show_default=True, help="Local port of the process's /healthz."
+)
 @click.option("--url", default=None, help="Full URL to probe instead of http://127.0.0.1:PORT/healthz.")
 @click.option("--timeout", default=3.0, show_default=True)
 def healthcheck(port: int, url: str | None, timeout: float) -> None:

@@ -41,16 +41,24 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
         tasks = {c.value: t.describe() for c, t in wctx.photo_tasks.items()}
         if wctx.text_task:
             tasks["text"] = wctx.text_task.describe()
-        return True, {"capabilities": [c.value for c in capabilities], "models": tasks,
-                      "paused_s": round(wctx.pause.remaining(), 1)}
+        return True, {
+            "capabilities": [c.value for c in capabilities],
+            "models": tasks,
+            "paused_s": round(wctx.pause.remaining(), 1),
+        }
 
     serve_health(settings.worker.metrics_port, ready)
     backoff = 1.0
     while True:
         w = MindsightWorker(
-            queues, connection=wctx.connection, serializer=JSONSerializer,
-            heartbeat_s=settings.worker.heartbeat_s, abandoned_after_s=settings.worker.abandoned_after_s,
-            pause=wctx.pause, job_timeout_s=settings.worker.job_timeout_s, maintenance_interval=max(30, settings.worker.heartbeat_s * 3),
+            queues,
+            connection=wctx.connection,
+            serializer=JSONSerializer,
+            heartbeat_s=settings.worker.heartbeat_s,
+            abandoned_after_s=settings.worker.abandoned_after_s,
+            pause=wctx.pause,
+            job_timeout_s=settings.worker.job_timeout_s,
+            maintenance_interval=max(30, settings.worker.heartbeat_s * 3),
             job_monitoring_interval=settings.worker.heartbeat_s,
         )
         try:
@@ -71,7 +79,9 @@ def _make(cap: Capability) -> click.Command:
     @click.pass_context
     @config_errors_exit
     def command(ctx: click.Context, also: str, burst: bool) -> None:
-        caps = [cap] + [Capability(c.strip()) for c in also.split(",") if c.strip() and c.strip() != cap.value]
+        caps = [cap] + [
+            Capability(c.strip()) for c in also.split(",") if c.strip() and c.strip() != cap.value
+        ]
         run_worker(ctx, caps, burst)
 
     return command

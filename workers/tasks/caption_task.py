@@ -42,21 +42,29 @@ class CaptionTask(PhotoTask):
         if not caption or vector is None:
             log.warning("photo %s: the captioner produced an empty caption; nothing posted", job.photo_id)
             return
-        gallery.post_ml_result(job.photo_id, {
-            "model": self.clip.label,
-            "modality": "caption",
-            "embedding": vector,
-            "caption": caption,
-            "ml_result": {"source": "mindsight-ml", "model_name": self.clip.source,
-                          "caption_model": self.caption_model,
-                          "device": self.clip.runtime_info.device},
-            "processing_status": "done",
-        })
+        gallery.post_ml_result(
+            job.photo_id,
+            {
+                "model": self.clip.label,
+                "modality": "caption",
+                "embedding": vector,
+                "caption": caption,
+                "ml_result": {
+                    "source": "mindsight-ml",
+                    "model_name": self.clip.source,
+                    "caption_model": self.caption_model,
+                    "device": self.clip.runtime_info.device,
+                },
+                "processing_status": "done",
+            },
+        )
 
     def failure_models(self) -> list[str]:
         return [self.clip.label]
 
     def describe(self) -> dict[str, Any]:
         info = self.captioner.runtime_info
-        return {"captioner": {"source": self.caption_model, "runtime": info.runtime, "device": info.device},
-                "text_model": {"label": self.clip.label, "source": self.clip.source}}
+        return {
+            "captioner": {"source": self.caption_model, "runtime": info.runtime, "device": info.device},
+            "text_model": {"label": self.clip.label, "source": self.clip.source},
+        }

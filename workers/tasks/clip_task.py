@@ -31,19 +31,22 @@ class ClipTask(PhotoTask):
     def post(self, gallery: GalleryClient, job: PhotoJob, photo: DecodedPhoto, result: Any) -> None:
         for label, vector in result.items():
             model = self.models[label]
-            gallery.post_ml_result(job.photo_id, {
-                "model": label,
-                "modality": "image",
-                "embedding": vector.tolist(),
-                "ml_result": {
-                    "source": "mindsight-ml",
-                    "model_name": model.source,
-                    "device": model.runtime_info.device,
-                    "runtime": model.runtime_info.runtime,
-                    "dim": model.dim,
+            gallery.post_ml_result(
+                job.photo_id,
+                {
+                    "model": label,
+                    "modality": "image",
+                    "embedding": vector.tolist(),
+                    "ml_result": {
+                        "source": "mindsight-ml",
+                        "model_name": model.source,
+                        "device": model.runtime_info.device,
+                        "runtime": model.runtime_info.runtime,
+                        "dim": model.dim,
+                    },
+                    "processing_status": "done",
                 },
-                "processing_status": "done",
-            })
+            )
 
     def failure_models(self) -> list[str]:
         return list(self.models)
@@ -54,5 +57,11 @@ class ClipTask(PhotoTask):
 
 def _model_info(model: ClipModel) -> dict[str, Any]:
     info = model.runtime_info
-    return {"source": model.source, "family": str(model.family), "dim": model.dim,
-            "runtime": info.runtime, "device": info.device, "precision": info.precision}
+    return {
+        "source": model.source,
+        "family": str(model.family),
+        "dim": model.dim,
+        "runtime": info.runtime,
+        "device": info.device,
+        "precision": info.precision,
+    }

@@ -35,8 +35,12 @@ class FaceTask(PhotoTask):
             {
                 "embedding": face.embedding.tolist(),
                 "model": self.model_label,
-                "bbox": {"x1": face.bbox[0] * s, "y1": face.bbox[1] * s,
-                         "x2": face.bbox[2] * s, "y2": face.bbox[3] * s},
+                "bbox": {
+                    "x1": face.bbox[0] * s,
+                    "y1": face.bbox[1] * s,
+                    "x2": face.bbox[2] * s,
+                    "y2": face.bbox[3] * s,
+                },
                 "score": float(face.score),
                 "landmarks": [[x * s, y * s] for x, y in face.landmarks],
             }

@@ -31,5 +31,7 @@ class ClipTextTask(TextTask):
         return [v.tolist() for v in self.models[label].text.predict(texts)]
 
     def describe(self) -> dict[str, Any]:
-        return {label: {"source": m.source, "device": m.runtime_info.device, "dim": m.dim}
-                for label, m in self.models.items()}
+        return {
+            label: {"source": m.source, "device": m.runtime_info.device, "dim": m.dim}
+            for label, m in self.models.items()
+        }
