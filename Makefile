@@ -7,10 +7,11 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint typecheck check bench clean
+.PHONY: help install run test test-fast lint typecheck check bench clean docker-build demo gpu-up k8s-render image-sizes
+TARGET ?= full
 
 help: ## List targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +42,22 @@ check: lint typecheck test ## lint + typecheck + test
 
 bench: $(STAMP) ## Throughput/latency benchmark (docs/performance.md)
 	$(BIN)/python -m benchmarks.run
+
+docker-build: ## Build an image: make docker-build TARGET=slim|full|cuda
+	docker build -f deploy/docker/Dockerfile --target $(TARGET) -t mindsight-ml:0.1.0-$(TARGET) .
+
+demo: ## docker compose with the reference gallery and sample photos (needs ACCESS_TOKEN in .env)
+	docker compose --profile demo up --build
+
+gpu-up: ## docker compose on an NVIDIA GPU
+	docker compose -f docker-compose.yml -f deploy/docker-compose.gpu.yml up
+
+k8s-render: ## Print the Kubernetes manifests (base and GPU overlay; needs kubectl)
+	kubectl kustomize deploy/k8s/base
+	kubectl kustomize deploy/k8s/overlays/gpu
+
+image-sizes: $(STAMP) ## Estimate the Docker image sizes from installed packages
+	$(BIN)/python deploy/docker/estimate_sizes.py
 
 clean: ## Remove caches and local state (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache var
