@@ -111,7 +111,7 @@ def build_tiny_open_clip(target: Path, seed: int = 0) -> Path:
         "resize_mode": "shortest",
     }
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**model_cfg).eval()  # type: ignore[arg-type]
+    model = open_clip.CLIP(**model_cfg).eval()
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(target / "open_clip_model.safetensors"))
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
@@ -182,14 +182,16 @@ def standin_paths(root: Path) -> StandinModels:
 def ensure_standins(root: Path) -> StandinModels:
     """Build the stand-ins under `root` unless a complete build of this STANDIN_VERSION is already there.
 
-    Built in a temporary sibling folder and renamed into place, so an interrupted build or two runs at
-    once never leave a half-written model behind.
+    Built in a temporary sibling folder and renamed into place, so an interrupted build never leaves a
+    half-written model behind, and a run that loses a race to build them uses the winner's.
     """
     root = Path(root)
-    stamp = root / "STANDIN_VERSION"
     paths = standin_paths(root)
-    if stamp.is_file() and stamp.read_text().strip() == STANDIN_VERSION:
+    if _complete(root):
         return paths
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Writing model shards" bars say nothing useful here
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
@@ -197,18 +199,26 @@ def ensure_standins(root: Path) -> StandinModels:
         build_tiny_transformers_clip(built.transformers_clip)
         build_tiny_open_clip(built.open_clip)
         build_tiny_blip(built.blip)
-        (staging / "STANDIN_VERSION").write_text(STANDIN_VERSION + "\n")
         (staging / "README.txt").write_text(
             "Tiny RANDOM stand-in models built by mindsight (shared/models/standins.py). Their embeddings\n"
             "and captions are meaningless; delete this folder at will, it is rebuilt on demand.\n"
         )
+        (staging / "STANDIN_VERSION").write_text(STANDIN_VERSION + "\n")
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the models from other users of the checkout
+        if _complete(root):
+            return paths  # another run finished first: keep its build, which may be in use
         if root.exists():
-            shutil.rmtree(root)
-        staging.rename(root)
-    except OSError:
-        if stamp.is_file() and stamp.read_text().strip() == STANDIN_VERSION:
-            return paths  # another run finished the same build first
-        raise
+            shutil.rmtree(root)  # an older version, or a folder someone emptied
+        try:
+            staging.rename(root)
+        except OSError:
+            if not _complete(root):
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths
+
+
+def _complete(root: Path) -> bool:
+    stamp = root / "STANDIN_VERSION"
+    return stamp.is_file() and stamp.read_text().strip() == STANDIN_VERSION
