@@ -30,8 +30,8 @@ class RuntimeInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class InferenceModel(ABC, Generic[In, Out]):
-    """Lazy, thread-safe model lifecycle around a batch `predict`."""
+class LoadOnce(ABC):
+    """`load()` runs `_load()` exactly once, even when several threads ask at the same time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -43,7 +43,7 @@ class InferenceModel(ABC, Generic[In, Out]):
         return self._loaded
 
     def load(self) -> None:
-        """Load weights once; later calls return at once."""
+        """Load once; later calls return at once."""
         if self._loaded:
             return
         with self._lock:
@@ -54,6 +54,13 @@ class InferenceModel(ABC, Generic[In, Out]):
             self.load_seconds = time.perf_counter() - start
             self._loaded = True
 
+    @abstractmethod
+    def _load(self) -> None: ...
+
+
+class InferenceModel(LoadOnce, Generic[In, Out]):
+    """Lazy, thread-safe model lifecycle around a batch `predict`."""
+
     def predict(self, batch: list[In]) -> list[Out]:
         """Run the model on a batch (loading it first if needed); one output per input."""
         self.load()
@@ -63,9 +70,6 @@ class InferenceModel(ABC, Generic[In, Out]):
         if len(out) != len(batch):
             raise RuntimeError(f"{type(self).__name__} returned {len(out)} outputs for {len(batch)} inputs")
         return out
-
-    @abstractmethod
-    def _load(self) -> None: ...
 
     @abstractmethod
     def _predict(self, batch: list[In]) -> list[Out]: ...

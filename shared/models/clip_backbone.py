@@ -7,16 +7,14 @@ numpy preprocessing and tokenization and swap only the forward passes.
 
 from __future__ import annotations
 
-import threading
-import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from shared.models.base import ImageEmbedder, RuntimeInfo, TextEmbedder
+from shared.models.base import ImageEmbedder, LoadOnce, RuntimeInfo, TextEmbedder
 from shared.models.clip_preprocess import ClipImageTransform, preprocess_images
 
 
@@ -35,7 +33,7 @@ class TokenBatch:
         return int(self.lengths.max()) if len(self.lengths) else 0
 
 
-class ClipBackbone(ABC):
+class ClipBackbone(LoadOnce):
     """Weights, image transform and tokenizer of one CLIP model; loaded once, thread-safe to load."""
 
     family: str
@@ -49,21 +47,7 @@ class ClipBackbone(ABC):
         self.image_size = 0
         self.context_length = 0
         self.transform: ClipImageTransform | None = None
-        self.load_seconds: float | None = None
-        self._lock = threading.Lock()
-        self._loaded = False
-
-    def load(self) -> None:
-        """Load weights, tokenizer and transform once; later calls return at once."""
-        if self._loaded:
-            return
-        with self._lock:
-            if self._loaded:
-                return
-            start = time.perf_counter()
-            self._load()
-            self.load_seconds = time.perf_counter() - start
-            self._loaded = True
+        super().__init__()
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """RGB images -> float32 [N, 3, H, W] model input."""
@@ -79,9 +63,6 @@ class ClipBackbone(ABC):
             device=self.device,
             extra={"family": self.family, "source": self.source, "dim": self.dim},
         )
-
-    @abstractmethod
-    def _load(self) -> None: ...
 
     @abstractmethod
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
