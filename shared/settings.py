@@ -18,8 +18,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.errors import ConfigError
 
 PLACEHOLDER_TOKENS = frozenset(
-    {"", "changeme", "change-me", "change_me", "secret", "token", "your-token", "xxx", "placeholder",
-     "与服务端一致的 token", "replace-me"}
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "token",
+        "your-token",
+        "xxx",
+        "placeholder",
+        "与服务端一致的 token",
+        "replace-me",
+    }
 )
 """Values of PROCESSING_INTERNAL_TOKEN that are refused at start-up: copied from an example, never set."""
 
@@ -96,6 +107,7 @@ class ClipSettings(_Group):
     embedding_dim: int = Field(768, validation_alias="PROCESSING_EMBEDDING_DIM")
     dims_raw: str = Field("", validation_alias="CLIP_MODEL_DIMS")
     runtime: Literal["auto", "torch", "onnx"] = Field("auto", validation_alias="MINDSIGHT_CLIP_RUNTIME")
+    precision: Literal["fp32", "int8"] = Field("fp32", validation_alias="MINDSIGHT_CLIP_PRECISION")
     max_text_tokens: int = Field(77, validation_alias="MINDSIGHT_MAX_TEXT_TOKENS")
 
     def specs(self) -> list[ClipModelSpec]:
@@ -152,9 +164,7 @@ class CaptionSettings(_Group):
 class FaceSettings(_Group):
     """Face detection + embedding, and the people-album clustering knobs."""
 
-    backend: Literal["insightface", "retinaface-dlib"] = Field(
-        "insightface", validation_alias="FACE_BACKEND"
-    )
+    backend: Literal["insightface", "retinaface-dlib"] = Field("insightface", validation_alias="FACE_BACKEND")
     model_name: str = Field("buffalo_l", validation_alias="FACE_MODEL_NAME")
     model_dir: Path | None = Field(None, validation_alias="FACE_MODEL_DIR")
     embedding_dim: int = Field(512, validation_alias="PROCESSING_FACE_EMBEDDING_DIM")

@@ -1,4 +1,10 @@
-"""The CLIP models a process serves, built from CLIP_MODELS: one backend per family, picked by `match`."""
+"""The CLIP models a process serves, built from CLIP_MODELS: one backend per family, picked by `match`.
+
+MINDSIGHT_CLIP_RUNTIME picks torch or ONNX Runtime per model: `onnx` requires the export
+MINDSIGHT_MODELS_DIR/onnx/<label>[-int8] (`mindsight models export`), `auto` uses it when present and
+torch otherwise, `torch` never uses it. A CLIP_MODELS entry may also name an export folder directly.
+Nothing on the ONNX path imports torch.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,21 @@ import enum
 import json
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.device import DevicePref, onnx_providers, set_threads
 from shared.errors import ConfigError
 from shared.models.base import ImageEmbedder, RuntimeInfo, TextEmbedder
+from shared.models.clip_runtime import OnnxChoice, choose_onnx_export
 from shared.models.model_sources import MODELS_FIX, hub_offline, looks_like_path, require_local, resolve_local
+from shared.models.onnx_manifest import is_onnx_export
 from shared.settings import ClipSettings, ModelStoreSettings
 
 log = logging.getLogger(__name__)
+
+TOWERS = ("image", "text")
 
 
 class ClipFamily(enum.StrEnum):
@@ -22,6 +34,8 @@ class ClipFamily(enum.StrEnum):
 
     TRANSFORMERS = "transformers"
     OPEN_CLIP = "open_clip"
+    ONNX = "onnx"
+    """A `mindsight models export` folder (either family's towers as ONNX graphs, run by onnxruntime)."""
 
 
 @dataclass
@@ -59,19 +73,77 @@ def detect_family(source: str, models_dir: Path | None = None) -> ClipFamily:
 
 
 def load_clip_models(
-    clip: ClipSettings, store: ModelStoreSettings, device: str, threads: int = 1
+    clip: ClipSettings,
+    store: ModelStoreSettings,
+    device: str,
+    threads: int = 1,
+    device_pref: DevicePref | None = None,
+    towers: Collection[str] = TOWERS,
 ) -> dict[str, ClipModel]:
-    """Load every CLIP_MODELS entry (in order, eagerly) and check each produces the configured dim."""
-    from shared.device import set_threads
+    """Load every CLIP_MODELS entry (in order, eagerly) and check each produces the configured dim.
 
-    set_threads(threads)
+    `device` is the resolved torch device; `device_pref` (MINDSIGHT_DEVICE) lets ONNX models use CUDA
+    where torch cannot see it (no torch installed); without it ONNX follows `device`. `towers` names the
+    towers the caller will use: ONNX models open only those now and the other on first use (torch models
+    hold both regardless).
+    """
     models: dict[str, ClipModel] = {}
     for spec in clip.specs():
-        models[spec.label] = _load_one(spec.label, spec.source, clip, store, device)
+        models[spec.label] = load_clip_model(
+            spec.label, spec.source, clip, store, device, threads=threads, device_pref=device_pref,
+            towers=towers,
+        )  # fmt: skip
     return models
 
 
-def _load_one(
+def load_clip_model(
+    label: str,
+    source: str,
+    clip: ClipSettings,
+    store: ModelStoreSettings,
+    device: str,
+    *,
+    threads: int = 1,
+    device_pref: DevicePref | None = None,
+    runtime: str | None = None,
+    towers: Collection[str] = TOWERS,
+) -> ClipModel:
+    """One CLIP model on the runtime MINDSIGHT_CLIP_RUNTIME (or `runtime`) selects for it, loaded."""
+    choice = choose_onnx_export(label, source, clip, store, runtime or clip.runtime)
+    if choice is not None:
+        return _load_onnx(label, choice, clip, device, threads, device_pref, towers)
+    set_threads(threads)
+    return _load_torch(label, source, clip, store, device)
+
+
+def _load_onnx(
+    label: str,
+    choice: OnnxChoice,
+    clip: ClipSettings,
+    device: str,
+    threads: int,
+    device_pref: DevicePref | None,
+    towers: Collection[str],
+) -> ClipModel:
+    from shared.models.clip_onnx import onnx_clip_embedders
+
+    pref: DevicePref = device_pref or ("auto" if device.startswith("cuda") else "cpu")
+    image, text = onnx_clip_embedders(
+        choice.folder,
+        onnx_providers(pref),
+        threads=threads,
+        max_tokens=clip.max_text_tokens,
+        source=choice.source,
+        eager=towers,
+        torch_sees_cuda=device.startswith("cuda"),
+    )
+    start = time.perf_counter()
+    image.load()
+    text.load()
+    return _checked(label, choice.source, ClipFamily.ONNX, image, text, clip, time.perf_counter() - start)
+
+
+def _load_torch(
     label: str, source: str, clip: ClipSettings, store: ModelStoreSettings, device: str
 ) -> ClipModel:
     family = detect_family(source, store.models_dir)
@@ -98,6 +170,11 @@ def _load_one(
                     image, text = open_clip_embedders(
                         spec, device, max_tokens=clip.max_text_tokens, source=source
                     )
+                case ClipFamily.ONNX:  # choose_onnx_export takes these; only runtime=torch gets here
+                    raise ConfigError(
+                        f"CLIP model {label!r}: {source} is an ONNX export but MINDSIGHT_CLIP_RUNTIME=torch; "
+                        "name the original model in CLIP_MODELS or set MINDSIGHT_CLIP_RUNTIME=auto"
+                    )
             image.load()
             text.load()
     except ConfigError:
@@ -108,7 +185,19 @@ def _load_one(
             f"CLIP model {label!r}: cannot load {source!r} with the {family} backend ({where}): "
             f"{type(exc).__name__}: {_first_line(exc)}. If it is not on disk, {MODELS_FIX}"
         ) from exc
-    seconds = time.perf_counter() - start
+    return _checked(label, source, family, image, text, clip, time.perf_counter() - start)
+
+
+def _checked(
+    label: str,
+    source: str,
+    family: ClipFamily,
+    image: ImageEmbedder,
+    text: TextEmbedder,
+    clip: ClipSettings,
+    seconds: float,
+) -> ClipModel:
+    """The loaded model, once its towers agree with each other and with the configured dimension."""
     expected = clip.expected_dim(label)
     if image.dim != text.dim:
         raise ConfigError(f"CLIP model {label!r} ({source}): image dim {image.dim} != text dim {text.dim}")
@@ -123,12 +212,15 @@ def _load_one(
             f"CLIP_MODEL_DIMS={label}={image.dim} (or PROCESSING_EMBEDDING_DIM) if the gallery's vector "
             "column has that size, or configure a model that produces it"
         )
+    info = image.runtime_info
     log.info(
-        "loaded CLIP model label=%s source=%s family=%s device=%s dim=%d in %.2fs",
+        "loaded CLIP model label=%s source=%s family=%s runtime=%s device=%s precision=%s dim=%d in %.2fs",
         label,
         source,
         family,
-        device,
+        info.runtime,
+        info.device,
+        info.precision,
         image.dim,
         seconds,
     )
@@ -136,6 +228,8 @@ def _load_one(
 
 
 def _local_family(path: Path) -> ClipFamily:
+    if is_onnx_export(path):
+        return ClipFamily.ONNX
     if path.is_file():
         raise ConfigError(
             f"{path} is a single checkpoint file: name its open_clip architecture too, e.g. ViT-B-32:{path}"
