@@ -84,3 +84,32 @@ def test_same_photo_same_vector_through_both_families(pipeline: Pipeline, tmp_pa
     vb = {r["model"]: r["embedding"] for r in pipeline.gallery.ml_results(b)}
     for label in ("tiny-hf", "tiny-oc"):
         assert np.allclose(va[label], vb[label], atol=1e-6)
+
+
+def test_onnx_int8_worker_runs_without_torch(pipeline: Pipeline, tmp_path: Path, tiny_clip_models: dict) -> None:
+    """Exported int8 models serve the same pipeline; the worker process never loads torch."""
+    import subprocess
+    import sys
+
+    export = subprocess.run(
+        [sys.executable, "-m", "mindsight", "--env-file", "/dev/null", "models", "export", "--all", "--int8"],
+        env=pipeline.env(), cwd=pipeline.workdir, capture_output=True, text=True, timeout=600,
+    )
+    assert export.returncode == 0, export.stdout + export.stderr
+    src = sample_photos(tmp_path)[0]
+    photo_id, path = pipeline.gallery.add_photo(src)
+    pipeline.push_photo(photo_id, path)
+    onnx = {"MINDSIGHT_CLIP_RUNTIME": "onnx", "MINDSIGHT_CLIP_PRECISION": "int8"}
+    pipeline.router()
+    worker = pipeline.worker("clip", **onnx)
+    pipeline.wait_for(lambda: labels_done(pipeline, photo_id, LABELS), 90, "ONNX callbacks")
+
+    maps = Path(f"/proc/{worker.pid}/maps").read_text()
+    assert "libtorch" not in maps and "onnxruntime" in maps
+    rows = {r["model"]: r for r in pipeline.gallery.ml_results(photo_id)}
+    for label in LABELS:
+        assert rows[label]["ml_result"]["runtime"] == "onnxruntime"
+        assert rows[label]["ml_result"]["device"] == "CPUExecutionProvider"
+        assert rows[label]["ml_result"]["model_name"] == tiny_clip_models[label].source  # not the export dir
+        torch_vec = tiny_clip_models[label].image.predict([Image.open(src).convert("RGB")])[0]
+        assert float(np.dot(torch_vec, rows[label]["embedding"])) > 0.98

@@ -40,14 +40,34 @@ def build_context(
     return ctx
 
 
+def _torch_needed(settings: Settings, capabilities: list[Capability]) -> bool:
+    """False when every model this process runs is on onnxruntime or dlib."""
+    from shared.models.clip_runtime import clip_needs_torch
+
+    if Capability.CAPTION in capabilities:
+        return True
+    if not {Capability.CLIP, Capability.TEXT} & set(capabilities):
+        return False
+    return clip_needs_torch(settings.clip, settings.store)
+
+
 def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capability]) -> None:
-    device = resolve_device(settings.worker.device)
-    set_threads(settings.worker.threads)
     from shared.models.clip_registry import load_clip_models
 
+    pref = settings.worker.device
+    if _torch_needed(settings, capabilities):
+        device = resolve_device(pref)
+        set_threads(settings.worker.threads)
+    else:
+        device = "cpu"  # only torch reads it; onnxruntime picks its providers from `pref`
+    towers = (["image"] if Capability.CLIP in capabilities else []) + (
+        ["text"] if {Capability.TEXT, Capability.CAPTION} & set(capabilities) else []
+    )
     clip_models = {}
     if Capability.CLIP in capabilities or Capability.TEXT in capabilities:
-        clip_models = load_clip_models(settings.clip, settings.store, device, settings.worker.threads)
+        clip_models = load_clip_models(
+            settings.clip, settings.store, device, settings.worker.threads, device_pref=pref, towers=towers
+        )
     for cap in capabilities:
         match cap:
             case Capability.CLIP:
@@ -78,11 +98,9 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
                 from shared.models.face_registry import load_face_analyzer
                 from workers.tasks.face_task import FaceTask
 
-                analyzer = load_face_analyzer(
-                    settings.face, onnx_providers(settings.worker.device), settings.worker.threads
-                )
+                analyzer = load_face_analyzer(settings.face, onnx_providers(pref), settings.worker.threads)
                 ctx.photo_tasks[cap] = FaceTask(analyzer, settings.face.model_label)
     for cap, task in ctx.photo_tasks.items():
-        log.info("%s ready on %s: %s", cap.value, device, json.dumps(task.describe()))
+        log.info("%s ready: %s", cap.value, json.dumps(task.describe()))
     if ctx.text_task is not None:
-        log.info("text ready on %s: %s", device, json.dumps(ctx.text_task.describe()))
+        log.info("text ready: %s", json.dumps(ctx.text_task.describe()))

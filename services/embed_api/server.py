@@ -11,6 +11,7 @@ from services.embed_api.app import api_token, create_app
 from shared.device import resolve_device
 from shared.logging_setup import configure_logging
 from shared.models.clip_registry import load_clip_models
+from shared.models.clip_runtime import clip_needs_torch
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,16 @@ log = logging.getLogger(__name__)
 def build_app(settings: Settings) -> FastAPI:
     """Load every configured CLIP model on the configured device and wrap them in the app."""
     api_token(settings.embed_api)  # refuse a placeholder token before spending time on model loading
-    device = resolve_device(settings.worker.device)
-    models = load_clip_models(settings.clip, settings.store, device, threads=settings.worker.threads)
+    needs_torch = clip_needs_torch(settings.clip, settings.store)
+    device = resolve_device(settings.worker.device) if needs_torch else "cpu"
+    models = load_clip_models(
+        settings.clip,
+        settings.store,
+        device,
+        threads=settings.worker.threads,
+        device_pref=settings.worker.device,
+        towers=("text",),
+    )
     for label, model in models.items():
         info = model.text.runtime_info
         log.info(
