@@ -90,9 +90,8 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_photo_job(raw: bytes | str, max_bytes: int = 64 * 1024) -> PhotoJob:
-    """Parse one photo job or raise BadPayload saying exactly what is wrong."""
-    data = _decode(raw, max_bytes)
+def validate_photo_job(data: Any) -> PhotoJob:
+    """An already decoded photo job, validated; BadPayload saying exactly what is wrong."""
     try:
         job = PhotoJob.model_validate(data)
     except ValidationError as exc:
@@ -102,9 +101,8 @@ def parse_photo_job(raw: bytes | str, max_bytes: int = 64 * 1024) -> PhotoJob:
     return job
 
 
-def parse_text_job(raw: bytes | str, max_bytes: int = 64 * 1024) -> TextJob:
-    """Parse one text job or raise BadPayload."""
-    data = _decode(raw, max_bytes)
+def validate_text_job(data: Any) -> TextJob:
+    """An already decoded text job, validated; BadPayload saying exactly what is wrong."""
     try:
         job = TextJob.model_validate(data)
     except ValidationError as exc:
@@ -112,3 +110,13 @@ def parse_text_job(raw: bytes | str, max_bytes: int = 64 * 1024) -> TextJob:
     if not job.query.strip():
         raise BadPayload("invalid text job: query is empty")
     return job
+
+
+def parse_photo_job(raw: bytes | str, max_bytes: int = 64 * 1024) -> PhotoJob:
+    """Parse one photo job from the wire or raise BadPayload."""
+    return validate_photo_job(_decode(raw, max_bytes))
+
+
+def parse_text_job(raw: bytes | str, max_bytes: int = 64 * 1024) -> TextJob:
+    """Parse one text job from the wire or raise BadPayload."""
+    return validate_text_job(_decode(raw, max_bytes))

@@ -18,19 +18,17 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from pydantic import ValidationError
 from rq import get_current_job
 
 from shared.dead_letter import DeadLetter
 from shared.errors import (
-    BadPayload,
     GalleryAuthError,
     GalleryUnavailable,
     PermanentError,
     describe,
 )
 from shared.metrics import BATCH_SIZE, JOBS, STAGE_SECONDS
-from shared.payloads import Capability, PhotoJob, TextJob
+from shared.payloads import Capability, PhotoJob, TextJob, validate_photo_job, validate_text_job
 from workers import runtime
 from workers.dispatch import JobPolicy, attempt_number
 from workers.photo_decoder import DecodedPhoto
@@ -61,7 +59,7 @@ def run_photo_batch(capability: str, payloads: list[dict[str, Any]]) -> dict[str
     with STAGE_SECONDS.labels(cap.value, "decode").time():
         for payload in payloads:
             try:
-                job = _parse_photo(payload)
+                job = validate_photo_job(payload)
                 decoded.append((payload, job, ctx.decoder.load(job.path, task.min_side)))
             except PermanentError as exc:
                 failed += 1
@@ -119,7 +117,7 @@ def run_text_batch(payloads: list[dict[str, Any]]) -> dict[str, int]:
     failed = 0
     for payload in payloads:
         try:
-            job = _parse_text(payload)
+            job = validate_text_job(payload)
             groups[task.resolve(job)].append((payload, job))
         except PermanentError as exc:
             failed += 1
@@ -155,23 +153,6 @@ def run_text_batch(payloads: list[dict[str, Any]]) -> dict[str, int]:
         extra={"capability": "text", "request_ids": ids, "delivered": done, "failed": failed},
     )
     return {"done": done, "failed": failed, "deferred": 0}
-
-
-def _parse_photo(payload: dict[str, Any]) -> PhotoJob:
-    try:
-        return PhotoJob.model_validate(payload)
-    except ValidationError as exc:
-        raise BadPayload(f"invalid photo job: {exc.errors()[0]['msg']}") from exc
-
-
-def _parse_text(payload: dict[str, Any]) -> TextJob:
-    try:
-        job = TextJob.model_validate(payload)
-    except ValidationError as exc:
-        raise BadPayload(f"invalid text job: {exc.errors()[0]['msg']}") from exc
-    if not job.query.strip():
-        raise BadPayload("invalid text job: query is empty")
-    return job
 
 
 def _defer(
