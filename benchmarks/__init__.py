@@ -1,0 +1,1 @@
+"""Throughput and latency benchmark of the photo pipeline (`make bench`; see docs/performance.md)."""

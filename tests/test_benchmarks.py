@@ -1,0 +1,132 @@
+"""The benchmark harness: approach names, ratio arithmetic, and one end-to-end run on a tiny CLIP.
+
+The end-to-end run proves the harness drives every process for real (Redis, router, RQ workers, the
+baseline loop, gallery callbacks) and computes its ratios from what it measured; it asserts no timing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.approaches import UnknownApproach, cores, parse_approach
+from benchmarks.pipeline_bench import PipelineRun
+from benchmarks.report import check_targets, markdown, summarise
+
+
+def _run(
+    approach: str, rate: float, size: str = "12mp", single: float = 100.0, round: str = ""
+) -> PipelineRun:
+    return PipelineRun(
+        round=round,
+        approach=approach, title=approach, size=size, photos=10, seconds=10 / rate, photos_per_s=rate,
+        mean_photo_latency_ms=500.0, split_ms={"decode": 1.0}, single_latency_ms=[single, single + 20],
+        single_split_ms={"decode": 30.0, "inference": 50.0, "callback": 5.0, "other": single - 85},
+        peak_rss_mb={"worker-clip-0": 400.0}, runtime={"runtime": "onnxruntime"},
+    )  # fmt: skip
+
+
+def test_parse_approach_forms() -> None:
+    assert parse_approach("1").kind == "hf-torch"
+    assert parse_approach("2").kind == "ort-fp32"
+    ours = parse_approach("3")
+    assert ours.is_ours and ours.workers == cores() and ours.env == {}
+    int8 = parse_approach("3-int8-1p-2t")
+    assert int8.workers == 1 and int8.env["MINDSIGHT_THREADS"] == "2"
+    assert int8.env["MINDSIGHT_CLIP_RUNTIME"] == "onnx"
+    for bad in ("4", "3-fast", "3-0p", "3-p"):
+        with pytest.raises(UnknownApproach):
+            parse_approach(bad)
+
+
+def test_summary_ratios_use_medians_and_pair_repeats() -> None:
+    runs = [
+        _run("1", 2.0, round="a"), _run("2", 4.0, round="a"), _run("3", 16.0, single=90.0, round="a"),
+        _run("1", 3.0, round="b"), _run("2", 5.0, round="b"), _run("3", 18.0, single=200.0, round="b"),
+        _run("2", 4.5, round="c"), _run("3", 17.0, single=100.0, round="c"), _run("1", 2.5, round="c"),
+    ]  # fmt: skip
+    rows = {r["approach"]: r for r in summarise(runs)}
+    ours = rows["3"]
+    assert ours["photos_per_s"] == 17.0 and ours["repeats"] == 3
+    assert (ours["photos_per_s_min"], ours["photos_per_s_max"]) == (16.0, 18.0)
+    assert ours["x_vs_1"] == round(17.0 / 2.5, 2)
+    assert ours["x_vs_2"] == round(17.0 / 4.5, 2)
+    assert ours["x_vs_1_range"] == [6.0, 8.0]  # per repeat: 16/2, 18/3, 17/2.5
+    assert rows["1"]["x_vs_1"] == 1.0
+    assert ours["single_latency_median_ms"] == 115.0  # median of all samples of all repeats
+
+    targets = {t["target"]: t for t in check_targets(list(rows.values()), [])}
+    assert targets["3: photos/s vs approach 1"]["met"] is True  # 6.8x
+    assert targets["3: photos/s vs approach 2"]["met"] is True  # 3.78x
+    assert targets["3: single-photo latency (median)"]["met"] is True
+    assert targets["3: CLIP worker peak RSS (ONNX)"]["value"] == 400.0
+    assert "1: photos/s vs approach 1" not in targets  # targets are about ours only
+
+    slow = {t["target"]: t for t in check_targets(summarise([_run("1", 3.0), _run("3", 12.0)]), [])}
+    assert slow["3: photos/s vs approach 1"]["met"] is False
+    text = markdown("machine", "model", list(rows.values()), [], list(targets.values()))
+    assert "| 12mp | 3 | 10 | **17** (16-18) | 6.8 (6-8) | 3.78 (3.6-4) |" in text
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_on_a_tiny_model(tiny_transformers_clip_dir: Path, tmp_path: Path) -> None:
+    from benchmarks.run import main
+
+    results = main([
+        "--quick", "--model-dir", str(tiny_transformers_clip_dir), "--approaches", "1,2,3-int8-1p",
+        "--photos", "2", "--latency-samples", "1", "--no-embed", "--out", str(tmp_path),
+    ])  # fmt: skip
+
+    rows = {r["approach"]: r for r in results["summary"]}
+    assert set(rows) == {"1", "2", "3-int8-1p"}
+    for row in rows.values():
+        assert row["size"] == "1080p" and row["photos"] == 2
+        assert row["photos_per_s"] > 0
+        assert row["single_latency_median_ms"] > 0
+        assert all(v > 0 for k, v in row["peak_rss_mb"].items() if k != "router")
+        assert {"decode", "inference", "callback", "queue_wait"} <= set(row["split_ms"])
+    ours, legacy, immich = rows["3-int8-1p"], rows["1"], rows["2"]
+    assert ours["x_vs_1"] == round(ours["photos_per_s"] / legacy["photos_per_s"], 2)
+    assert ours["x_vs_2"] == round(ours["photos_per_s"] / immich["photos_per_s"], 2)
+    # the harness exported the tiny model with `mindsight models export --int8` and the worker runs it
+    assert (ours["runtime"]["runtime"], ours["runtime"]["precision"]) == ("onnxruntime", "int8")
+    assert (tmp_path / "models/onnx/bench-custom-int8/image.onnx").is_file()
+    assert legacy["split_ms"]["decode"] > 0 and ours["split_ms"]["inference"] > 0
+
+    written = list(tmp_path.glob("results-*.json"))
+    assert len(written) == 1
+    saved = json.loads(written[0].read_text())
+    assert saved["machine"]["cores"] >= 1 and saved["summary"] == results["summary"]
+    assert "| 1080p | 3-int8-1p | 2 |" in saved["markdown"]
+
+
+def test_merge_drops_noisy_measurements_and_keeps_pairing(tmp_path: Path) -> None:
+    from benchmarks.merge import merge
+
+    def results(name: str, runs: list[PipelineRun]) -> Path:
+        path = tmp_path / name
+        data = {
+            "machine": {"cpu": "cpu", "cores": 2, "cpu_flags": [], "ram_gib": 1.0, "os": "os", "python": "3",
+                        "libraries": {"torch": "t", "onnxruntime": "o", "transformers": "x"}},
+            "model": {"description": "tiny"},
+            "pipeline": [r.to_json() for r in runs],
+        }  # fmt: skip
+        path.write_text(json.dumps(data))
+        return path
+
+    quiet_1, quiet_3 = _run("1", 2.0), _run("3", 16.0)
+    noisy_1 = _run("1", 0.5)
+    noisy_1.foreign_cpu_share = 0.4
+    first = results("results-a.json", [quiet_1, quiet_3])  # no `round` stored: taken from the order
+    second = results("results-b.json", [noisy_1, _run("3", 18.0)])
+
+    text, summary = merge([first, second], max_noise=0.1)
+
+    rows = {r["approach"]: r for r in summary["summary"]}
+    assert rows["1"]["repeats"] == 1 and rows["3"]["repeats"] == 2
+    assert rows["3"]["photos_per_s"] == 17.0 and rows["3"]["x_vs_1"] == 8.5
+    assert rows["3"]["x_vs_1_range"] == [8.0, 8.0]  # only round a has both
+    assert len(summary["dropped"]) == 1 and "40%" in summary["dropped"][0]
+    assert text.startswith("Merged 2 run(s): 3 measurements kept, 1 left out")
