@@ -54,6 +54,20 @@ def _select(
     return rows
 
 
+def _chosen(
+    settings: Settings,
+    entry_ids: tuple[str, ...],
+    which: str,
+    capability: str | None,
+    error_type: str | None,
+    select_all: bool,
+) -> list[tuple[str, DeadLetterQueue, str, StoredLetter]]:
+    """Rows a changing command acts on; it must name ids or a filter, never the whole DLQ by accident."""
+    if not entry_ids and not (select_all or capability or error_type):
+        raise click.UsageError("name entry ids, or select with --capability / --error-type / --all")
+    return _select(settings, which, capability, error_type, ids=set(entry_ids) or None)
+
+
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -164,10 +178,8 @@ def requeue_cmd(
     dry_run: bool,
 ) -> None:
     """Re-run only the failed capability of the selected entries (safe to interrupt)."""
-    if not entry_ids and not (select_all or capability or error_type):
-        raise click.UsageError("name entry ids, or select with --capability / --error-type / --all")
     settings = settings_from(ctx)
-    rows = _select(settings, which, capability, error_type, ids=set(entry_ids) or None)
+    rows = _chosen(settings, entry_ids, which, capability, error_type, select_all)
     if not rows:
         click.echo("nothing matches")
         return
@@ -179,10 +191,10 @@ def requeue_cmd(
         click.echo(f"dry run: {len(rows)} entr{'y' if len(rows) == 1 else 'ies'} matched, nothing changed")
         return
     total_ok = 0
-    for kind, q, source in _queues(settings, which):
-        items = [item for k, _, _, item in rows if k == kind]
-        if not items:
-            continue
+    by_queue: dict[str, tuple[DeadLetterQueue, str, list[StoredLetter]]] = {}
+    for _, q, source, item in rows:
+        by_queue.setdefault(q.key, (q, source, []))[2].append(item)
+    for q, source, items in by_queue.values():
         dispatcher = Dispatcher(q.connection, settings.worker, settings.redis)
         report = requeue(q.connection, dispatcher, q, items, legacy_target=source)
         total_ok += len(report.requeued)
@@ -210,9 +222,7 @@ def purge(
     yes: bool,
 ) -> None:
     """Delete the selected entries for good."""
-    if not entry_ids and not (select_all or capability or error_type):
-        raise click.UsageError("name entry ids, or select with --capability / --error-type / --all")
-    rows = _select(settings_from(ctx), which, capability, error_type, ids=set(entry_ids) or None)
+    rows = _chosen(settings_from(ctx), entry_ids, which, capability, error_type, select_all)
     if dry_run or not rows:
         click.echo(
             f"{'dry run: ' if dry_run else ''}{len(rows)} entr{'y' if len(rows) == 1 else 'ies'} "
