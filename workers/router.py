@@ -58,6 +58,11 @@ class Router:
         self.caption_enabled = settings.caption.enabled
         self.alive_ttl_s = max(3 * settings.worker.heartbeat_s, 5)
         self.sources = (self.redis_settings.photo_queue, self.redis_settings.text_queue)
+        # Checked on the batching hot path: the RQ list whose backlog means "workers are busy".
+        self._busy_keys = {
+            self.redis_settings.photo_queue: rq_queue(connection, Capability.CLIP).key,
+            self.redis_settings.text_queue: rq_queue(connection, Capability.TEXT).key,
+        }
         # Due RQ retries are moved back to their queues here, so workers need no scheduler process.
         self.scheduler = RQScheduler(
             [RQ_QUEUES[c] for c in Capability],
@@ -171,8 +176,7 @@ class Router:
                 log.warning("malformed payload on %s dead-lettered: %s", source, letter.error)
 
     def _workers_busy(self, source: str) -> bool:
-        caps = [Capability.TEXT] if source == self.redis_settings.text_queue else [Capability.CLIP]
-        return any(self.connection.llen(rq_queue(self.connection, c).key) > 0 for c in caps)
+        return bool(self.connection.llen(self._busy_keys[source]))
 
     # -- housekeeping -------------------------------------------------------------------------------
     def _register(self) -> None:
