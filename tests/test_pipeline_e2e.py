@@ -86,14 +86,20 @@ def test_same_photo_same_vector_through_both_families(pipeline: Pipeline, tmp_pa
         assert np.allclose(va[label], vb[label], atol=1e-6)
 
 
-def test_onnx_int8_worker_runs_without_torch(pipeline: Pipeline, tmp_path: Path, tiny_clip_models: dict) -> None:
+def test_onnx_int8_worker_runs_without_torch(
+    pipeline: Pipeline, tmp_path: Path, tiny_clip_models: dict
+) -> None:
     """Exported int8 models serve the same pipeline; the worker process never loads torch."""
     import subprocess
     import sys
 
     export = subprocess.run(
         [sys.executable, "-m", "mindsight", "--env-file", "/dev/null", "models", "export", "--all", "--int8"],
-        env=pipeline.env(), cwd=pipeline.workdir, capture_output=True, text=True, timeout=600,
+        env=pipeline.env(),
+        cwd=pipeline.workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert export.returncode == 0, export.stdout + export.stderr
     src = sample_photos(tmp_path)[0]
