@@ -26,8 +26,8 @@ from services.embed_api.app import create_app
 from services.embed_api.server import build_app
 from services.gallery.server import BackgroundServer
 from shared.errors import ConfigError
-from shared.models.clip_registry import ClipFamily, ClipModel
-from shared.models.clip_transformers import transformers_clip_embedders
+from shared.models.clip.registry import ClipFamily, ClipModel
+from shared.models.clip.transformers_backend import transformers_clip_embedders
 from shared.settings import EmbedApiSettings, Settings
 
 MAX_CHARS = 200

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import ImageDecodeError
-from shared.models.face_align import (
+from shared.models.face.align import (
     ARCFACE_TEMPLATE_112,
     DLIB_TEMPLATE_150,
     align_face,

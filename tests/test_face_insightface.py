@@ -12,7 +12,7 @@ from PIL import Image
 
 from shared.errors import ConfigError
 from shared.images import load_image
-from shared.models.face_insightface import InsightFaceAnalyzer, model_pack_dir
+from shared.models.face.insightface_backend import InsightFaceAnalyzer, model_pack_dir
 from tests.fixtures.faces import FAKE_BOX_DIST, FAKE_KPS
 
 CPU = ["CPUExecutionProvider"]

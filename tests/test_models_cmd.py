@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from mindsight.cli.main import cli
-from shared.models.blip_captioner import resolve_caption_source
-from shared.models.clip_registry import ClipFamily, load_clip_models
-from shared.models.model_download import DownloadError, Wanted, fetch
-from shared.models.onnx_manifest import MANIFEST_NAME
+from shared.models.caption.blip_captioner import resolve_caption_source
+from shared.models.clip.registry import ClipFamily, load_clip_models
+from shared.models.onnx.manifest import MANIFEST_NAME
+from shared.models.store.download import DownloadError, Wanted, fetch
 from shared.settings import Settings
 
 REPO = Path(__file__).parents[1]
@@ -145,7 +145,7 @@ def test_face_pack_zip_is_unpacked_where_insightface_loads_it(
     assert fetch(wanted, offline=True).status == "present"  # second run: nothing fetched, offline is fine
     assert [p.name for p in target.parent.iterdir()] == ["buffalo_l"]  # no staging folder left behind
 
-    from shared.models.face_insightface import InsightFaceAnalyzer
+    from shared.models.face.insightface_backend import InsightFaceAnalyzer
 
     analyzer = InsightFaceAnalyzer(target, providers=["CPUExecutionProvider"])
     analyzer.load()  # the unpacked pack is what the face backend loads

@@ -9,7 +9,7 @@ from services.people_albums import run_people_albums
 from shared.device import onnx_providers
 from shared.errors import GalleryAuthError, GalleryRejected, GalleryUnavailable
 from shared.gallery_client import GalleryClient
-from shared.models.face_registry import distance_threshold, load_face_analyzer
+from shared.models.face.registry import distance_threshold, load_face_analyzer
 
 
 @click.command()

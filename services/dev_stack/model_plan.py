@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.models.model_sources import looks_like_path, resolve_local
+from shared.models.store.sources import looks_like_path, resolve_local
 from shared.settings import Settings
 
 STANDIN_CLIP_LABELS = ("standin-hf", "standin-oc")
@@ -101,7 +101,7 @@ def plan_models(settings: Settings, mode: ModelMode, standin_root: Path) -> Mode
 def _plan_faces(settings: Settings, plan: ModelPlan) -> None:
     face = settings.face
     if face.backend == "insightface":
-        from shared.models.face_insightface import model_pack_dir
+        from shared.models.face.insightface_backend import model_pack_dir
 
         pack = model_pack_dir(face.model_dir, face.model_name)
         if pack.is_dir() and any(pack.glob("*.onnx")):

@@ -28,7 +28,7 @@ from services.embed_api.schemas import (
 )
 from services.embed_api.text_embedding import TextEmbeddingService
 from shared.errors import ConfigError
-from shared.models.clip_registry import ClipModel
+from shared.models.clip.registry import ClipModel
 from shared.settings import PLACEHOLDER_TOKENS, EmbedApiSettings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

@@ -12,7 +12,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from shared.errors import ConfigError
 from shared.models.base import Captioner, RuntimeInfo
-from shared.models.model_sources import hub_offline, looks_like_path, resolve_local
+from shared.models.store.sources import hub_offline, looks_like_path, resolve_local
 from shared.settings import CaptionSettings, ModelStoreSettings
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from pathlib import Path
 from shared.device import DevicePref, onnx_providers, set_threads
 from shared.errors import ConfigError
 from shared.models.base import ImageEmbedder, RuntimeInfo, TextEmbedder
-from shared.models.clip_runtime import OnnxChoice, choose_onnx_export
-from shared.models.model_sources import MODELS_FIX, hub_offline, looks_like_path, require_local, resolve_local
-from shared.models.onnx_manifest import is_onnx_export
+from shared.models.clip.runtime import OnnxChoice, choose_onnx_export
+from shared.models.onnx.manifest import is_onnx_export
+from shared.models.store.sources import MODELS_FIX, hub_offline, looks_like_path, require_local, resolve_local
 from shared.settings import ClipSettings, ModelStoreSettings
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _load_onnx(
     device_pref: DevicePref | None,
     towers: Collection[str],
 ) -> ClipModel:
-    from shared.models.clip_onnx import onnx_clip_embedders
+    from shared.models.clip.onnx_backend import onnx_clip_embedders
 
     pref: DevicePref = device_pref or ("auto" if device.startswith("cuda") else "cpu")
     image, text = onnx_clip_embedders(
@@ -155,7 +155,7 @@ def _load_torch(
         with hub_offline(store.offline):
             match family:
                 case ClipFamily.TRANSFORMERS:
-                    from shared.models.clip_transformers import transformers_clip_embedders
+                    from shared.models.clip.transformers_backend import transformers_clip_embedders
 
                     image, text = transformers_clip_embedders(
                         str(local or source),
@@ -164,7 +164,10 @@ def _load_torch(
                         local_files_only=store.offline or local is not None,
                     )
                 case ClipFamily.OPEN_CLIP:
-                    from shared.models.clip_open_clip import open_clip_embedders, parse_open_clip_source
+                    from shared.models.clip.openclip_backend import (
+                        open_clip_embedders,
+                        parse_open_clip_source,
+                    )
 
                     spec = parse_open_clip_source(source, local, store.models_dir)
                     image, text = open_clip_embedders(

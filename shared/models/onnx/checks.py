@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared.models.clip_backbone import ClipBackbone, TokenBatch
+from shared.models.clip.backbone import ClipBackbone, TokenBatch
 
 CHECK_TEXTS = [
     "a photo of an astronaut",
@@ -76,7 +76,7 @@ def torch_reference(backbone: ClipBackbone) -> TorchReference:
 
 def compare_export(folder: Path, ref: TorchReference, reference: dict[str, np.ndarray] | None = None) -> dict:
     """Cosines of the export at `folder` against the torch reference (and against `reference` outputs)."""
-    from shared.models.clip_onnx import OnnxClip
+    from shared.models.clip.onnx_backend import OnnxClip
 
     onnx = OnnxClip(folder, threads=max(1, os.cpu_count() or 1))
     onnx.load()

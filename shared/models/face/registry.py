@@ -34,7 +34,7 @@ def build_face_analyzer(
     """The backend FACE_BACKEND names, not loaded yet."""
     match face.backend:
         case "insightface":
-            from shared.models.face_insightface import InsightFaceAnalyzer, model_pack_dir
+            from shared.models.face.insightface_backend import InsightFaceAnalyzer, model_pack_dir
 
             return InsightFaceAnalyzer(
                 model_pack_dir(face.model_dir, face.model_name),
@@ -44,7 +44,7 @@ def build_face_analyzer(
                 threads=threads,
             )
         case "retinaface-dlib":
-            from shared.models.face_retinaface_dlib import RetinaFaceDlibAnalyzer
+            from shared.models.face.retinaface_dlib_backend import RetinaFaceDlibAnalyzer
 
             return RetinaFaceDlibAnalyzer(
                 providers=providers, min_score=face.min_score, det_size=face.det_size, threads=threads

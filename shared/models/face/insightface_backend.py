@@ -19,9 +19,9 @@ from PIL import Image
 
 from shared.errors import ConfigError
 from shared.models.base import Face, FaceAnalyzer, RuntimeInfo, l2_normalize
-from shared.models.face_align import align_face, arcface_template
-from shared.models.face_detection import onnx_session, provider_label, to_faces
-from shared.models.scrfd_detector import ScrfdDetector, is_detector
+from shared.models.face.align import align_face, arcface_template
+from shared.models.face.detection import onnx_session, provider_label, to_faces
+from shared.models.face.scrfd_detector import ScrfdDetector, is_detector
 
 log = logging.getLogger(__name__)
 

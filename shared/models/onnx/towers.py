@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from shared.errors import ConfigError
-from shared.models.clip_backbone import ClipBackbone
+from shared.models.clip.backbone import ClipBackbone
 
 IMAGE_INPUT = "pixel_values"
 TEXT_INPUT = "input_ids"

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import ConfigError
-from shared.models.clip_backbone import TokenBatch
-from shared.models.onnx_manifest import EXPORT_FIX, TokenizerSpec
+from shared.models.clip.backbone import TokenBatch
+from shared.models.onnx.manifest import EXPORT_FIX, TokenizerSpec
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 CLIP and BLIP hub repos go to MINDSIGHT_MODELS_DIR/<source> (found there by `resolve_local`); open_clip
 `Name/tag` weights go to open_clip's own cache (HF_HOME, which the images put under /models); the
-insightface pack is unzipped into FACE_MODEL_DIR/FACE_MODEL_NAME (`face_insightface.model_pack_dir`).
+insightface pack is unzipped into FACE_MODEL_DIR/FACE_MODEL_NAME (`face.insightface_backend.model_pack_dir`).
 Anything already present is left alone.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import MindsightError
-from shared.models.model_sources import hub_offline, looks_like_path, resolve_local
-from shared.models.onnx_manifest import is_onnx_export
+from shared.models.onnx.manifest import is_onnx_export
+from shared.models.store.sources import hub_offline, looks_like_path, resolve_local
 from shared.settings import Settings
 
 INSIGHTFACE_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/{name}.zip"
@@ -72,7 +72,7 @@ def plan(settings: Settings, kinds: set[Kind]) -> list[Wanted]:
     if "face" in kinds:
         face = settings.face
         if face.backend == "insightface":
-            from shared.models.face_insightface import model_pack_dir
+            from shared.models.face.insightface_backend import model_pack_dir
 
             url = INSIGHTFACE_URL.format(name=face.model_name)
             pack = model_pack_dir(face.model_dir, face.model_name)

@@ -12,7 +12,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from shared.errors import ConfigError
-from shared.models.face_detection import REDUCING_GAP, Detections, nms
+from shared.models.face.detection import REDUCING_GAP, Detections, nms
 
 INPUT_MEAN = 127.5
 INPUT_STD = 128.0

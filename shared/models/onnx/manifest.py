@@ -15,7 +15,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from shared.errors import ConfigError
-from shared.models.clip_preprocess import ClipImageTransform
+from shared.models.clip.preprocess import ClipImageTransform
 
 MANIFEST_NAME = "mindsight_onnx.json"
 FORMAT_VERSION = 1

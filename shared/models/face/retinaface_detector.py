@@ -16,7 +16,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from shared.errors import ConfigError
-from shared.models.face_detection import REDUCING_GAP, Detections, nms, onnx_session
+from shared.models.face.detection import REDUCING_GAP, Detections, nms, onnx_session
 
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shared.errors import ConfigError, MindsightError
-from shared.models.clip_backbone import ClipBackbone
-from shared.models.model_sources import resolve_local
-from shared.models.onnx_checks import TorchReference, compare_export, torch_reference
-from shared.models.onnx_manifest import (
+from shared.models.clip.backbone import ClipBackbone
+from shared.models.onnx.checks import TorchReference, compare_export, torch_reference
+from shared.models.onnx.manifest import (
     OnnxManifest,
     Precision,
     TokenizerSpec,
@@ -29,7 +28,8 @@ from shared.models.onnx_manifest import (
     is_onnx_export,
     write_manifest,
 )
-from shared.models.onnx_tokenizer import clip_bpe_tokenizer_json
+from shared.models.onnx.tokenizer import clip_bpe_tokenizer_json
+from shared.models.store.sources import resolve_local
 from shared.settings import ClipSettings, ModelStoreSettings
 
 DEFAULT_OPSET = 18
@@ -73,7 +73,7 @@ def export_clip(
     progress: Progress = lambda _: None,
 ) -> list[ExportResult]:
     """Export `label` (fp32, and int8 when asked) under `out_root`; ExportError if a check fails."""
-    from shared.models.clip_registry import load_clip_model
+    from shared.models.clip.registry import load_clip_model
 
     local = resolve_local(source, store.models_dir)
     if local is not None and is_onnx_export(local):
@@ -90,7 +90,7 @@ def export_clip(
     fp32_dir = export_dir(out_root, label, "fp32")
     with _staging(fp32_dir) as tmp:
         progress(f"{label}: exporting the image tower (opset {opset})")
-        from shared.models.onnx_towers import export_image_tower, export_text_tower
+        from shared.models.onnx.towers import export_image_tower, export_text_tower
 
         export_image_tower(backbone, tmp / "image.onnx", opset)
         progress(f"{label}: exporting the text tower (dynamic length up to {backbone.context_length})")

@@ -24,9 +24,9 @@ from PIL import Image
 
 from shared.errors import ConfigError
 from shared.models.base import Face, FaceAnalyzer, RuntimeInfo, l2_normalize
-from shared.models.face_align import DLIB_CHIP_SIZE, DLIB_TEMPLATE_150, align_face
-from shared.models.face_detection import Detections, provider_label, to_faces
-from shared.models.retinaface_detector import RetinaFaceDetector
+from shared.models.face.align import DLIB_CHIP_SIZE, DLIB_TEMPLATE_150, align_face
+from shared.models.face.detection import Detections, provider_label, to_faces
+from shared.models.face.retinaface_detector import RetinaFaceDetector
 
 log = logging.getLogger(__name__)
 

@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import ConfigError, MindsightError
-from shared.models.clip_runtime import choose_onnx_export
-from shared.models.model_download import Wanted, is_present, plan
-from shared.models.onnx_manifest import (
+from shared.models.clip.runtime import choose_onnx_export
+from shared.models.onnx.manifest import (
     MANIFEST_NAME,
     OnnxManifest,
     default_export_root,
     export_dir,
     read_manifest,
 )
+from shared.models.store.download import Wanted, is_present, plan
 from shared.settings import Settings
 
 

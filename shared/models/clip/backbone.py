@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from shared.models.base import ImageEmbedder, LoadOnce, RuntimeInfo, TextEmbedder
-from shared.models.clip_preprocess import ClipImageTransform, preprocess_images
+from shared.models.clip.preprocess import ClipImageTransform, preprocess_images
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Hugging Face transformers CLIP (`CLIPModel`): image and text embedders over one loaded model.
 
-Preprocessing is the numpy path of `clip_preprocess` built from the repo's CLIPImageProcessor config;
+Preprocessing is the numpy path of `clip.preprocess` built from the repo's CLIPImageProcessor config;
 it equals transformers' PIL-backend processor (the one the OpenAI weights were evaluated with).
 """
 
@@ -16,8 +16,8 @@ from PIL import Image
 
 from shared.errors import ConfigError
 from shared.models.base import l2_normalize
-from shared.models.clip_backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
-from shared.models.clip_preprocess import ClipImageTransform
+from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
+from shared.models.clip.preprocess import ClipImageTransform
 
 
 class TransformersClip(ClipBackbone):

@@ -20,9 +20,9 @@ import numpy as np
 from shared.device import CPU_PROVIDER, CUDA_PROVIDER
 from shared.errors import ConfigError
 from shared.models.base import RuntimeInfo, l2_normalize
-from shared.models.clip_backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
-from shared.models.onnx_manifest import EXPORT_FIX, OnnxManifest, read_manifest
-from shared.models.onnx_tokenizer import OnnxTokenizer
+from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
+from shared.models.onnx.manifest import EXPORT_FIX, OnnxManifest, read_manifest
+from shared.models.onnx.tokenizer import OnnxTokenizer
 
 log = logging.getLogger(__name__)
 

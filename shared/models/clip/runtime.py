@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import ConfigError
-from shared.models.model_sources import resolve_local
-from shared.models.onnx_manifest import (
+from shared.models.onnx.manifest import (
     OnnxManifest,
     default_export_root,
     export_dir,
     is_onnx_export,
     read_manifest,
 )
+from shared.models.store.sources import resolve_local
 from shared.settings import ClipSettings, ModelStoreSettings
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ from PIL import Image
 
 from shared.errors import ConfigError
 from shared.models.base import l2_normalize
-from shared.models.clip_backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
-from shared.models.clip_preprocess import ClipImageTransform
-from shared.models.model_sources import require_local
+from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
+from shared.models.clip.preprocess import ClipImageTransform
+from shared.models.store.sources import require_local
 
 WEIGHT_FILES = (
     "open_clip_model.safetensors",
