@@ -7,6 +7,6 @@ pytest_plugins = [
     "tests.fixtures.gallery",
     "tests.fixtures.faces",
     "tests.fixtures.captions",
-    "tests.fixtures.hub_cache",
+    "tests.fixtures.model_hubs",
     "tests.fixtures.pipeline",
 ]

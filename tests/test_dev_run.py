@@ -29,7 +29,7 @@ from services.dev_stack.preflight import PortInUse, RedisChoice, check_port, cho
 from shared.embedded_redis import free_port, reachable
 from shared.models.standins import BLIP_WORDS, TINY_CLIP_DIM, ensure_standins, standin_paths
 from shared.settings import Settings
-from tests.fixtures.hub_cache import cache_repo
+from tests.fixtures.model_hubs import cache_repo
 
 SAMPLE_FACES = {"astronaut.jpg": 1, "chelsea.jpg": 0, "coffee.jpg": 0, "grace_hopper.jpg": 1}
 """Faces the offline retinaface-dlib backend finds in each sample photo (samples/README.md)."""

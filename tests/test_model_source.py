@@ -17,7 +17,7 @@ from shared.models.store.source import (
     parse_source,
 )
 from shared.settings import Settings
-from tests.fixtures.hub_cache import cache_repo
+from tests.fixtures.model_hubs import cache_repo
 
 T, OC = ClipFamily.TRANSFORMERS, ClipFamily.OPEN_CLIP
 VIT_L = "openai/clip-vit-large-patch14"

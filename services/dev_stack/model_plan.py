@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.errors import ConfigError
+from shared.models.store.locations import face_pack_dir
 from shared.models.store.source import parse_source
 from shared.settings import Settings
 
@@ -94,9 +95,7 @@ def plan_models(settings: Settings, mode: ModelMode, standin_root: Path) -> Mode
 def _plan_faces(settings: Settings, plan: ModelPlan) -> None:
     face = settings.face
     if face.backend == "insightface":
-        from shared.models.face.insightface_backend import model_pack_dir
-
-        pack = model_pack_dir(face.model_dir, face.model_name)
+        pack = face_pack_dir(face)
         if pack.is_dir() and any(pack.glob("*.onnx")):
             plan.notes.append(f"faces: insightface {face.model_name} from {pack}")
             return

