@@ -218,6 +218,7 @@ class EmbedApiSettings(_Group):
     token: SecretStr = Field(SecretStr(""), validation_alias="EMBED_API_TOKEN")
     max_text_chars: int = Field(2000, validation_alias="EMBED_API_MAX_TEXT_CHARS")
     max_batch: int = Field(64, validation_alias="EMBED_API_MAX_BATCH")
+    max_body_bytes: int = Field(1024 * 1024, validation_alias="EMBED_API_MAX_BODY_BYTES")
 
 
 class ModelStoreSettings(_Group):
