@@ -1,4 +1,8 @@
-"""Process-wide logging: readable text by default, one JSON object per line with MINDSIGHT_LOG_FORMAT=json."""
+"""Process-wide logging: readable text by default, one JSON object per line with MINDSIGHT_LOG_FORMAT=json.
+
+Both formats mask the credentials of any URL in a record (message, extra fields, traceback): a password in
+REDIS_URL or API_BASE_URL must not reach a log, whichever exception or library message carried it.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,23 @@ import sys
 import time
 from typing import Any
 
+from shared.redaction import redact
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message`, with URL credentials masked."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record; `extra={...}` fields become top-level keys."""
+    """One JSON object per record; `extra={...}` fields become top-level keys; URL credentials masked."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -20,14 +36,14 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
-                out[key] = value
+                out[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+            out["exc"] = redact(self.formatException(record.exc_info))
+        return redact(json.dumps(out, default=str))  # non-str extras rendered by default=str
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -36,7 +52,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from mindsight import __version__
+from shared.redaction import redact
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "router": ("mindsight.cli.router_cmd", "router"),
@@ -44,6 +45,18 @@ class LazyGroup(click.Group):
         if not isinstance(cmd, click.Command):
             raise click.ClickException(f"{target[0]}.{target[1]} is not a command")
         return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; its error message (and any exception text it quotes) has URL secrets masked."""
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            safe = redact(exc.message)
+            if safe == exc.message:
+                raise
+            if isinstance(exc, click.UsageError):
+                raise click.UsageError(safe, exc.ctx) from exc
+            raise click.ClickException(safe) from exc
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
