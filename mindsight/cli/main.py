@@ -47,16 +47,27 @@ class LazyGroup(click.Group):
         return cmd
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the subcommand; its error message (and any exception text it quotes) has URL secrets masked."""
+        """Run the subcommand: Redis out of reach is one line, and no error message shows a URL's secret."""
         try:
             return super().invoke(ctx)
-        except click.ClickException as exc:
-            safe = redact(exc.message)
-            if safe == exc.message:
+        except Exception as exc:
+            if _redis_unreachable(exc):
+                raise click.ClickException(redact(f"Redis at REDIS_URL is unreachable: {exc}")) from exc
+            if not isinstance(exc, click.ClickException):
+                raise
+            if (safe := redact(exc.message)) == exc.message:
                 raise
             if isinstance(exc, click.UsageError):
                 raise click.UsageError(safe, exc.ctx) from exc
             raise click.ClickException(safe) from exc
+
+
+def _redis_unreachable(exc: Exception) -> bool:
+    """A Redis connection or timeout error (not a bug such as WRONGTYPE, which keeps its traceback)."""
+    # Imported only when a command has failed: `mindsight --help` and the model commands never need redis.
+    from redis import exceptions as redis_errors
+
+    return isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
