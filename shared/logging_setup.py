@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from types import TracebackType
 from typing import Any
 
 from shared.redaction import redact
@@ -56,5 +58,22 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Uncaught exceptions go through the handler too, so their tracebacks are masked like any record.
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     for noisy in ("httpx", "httpcore", "urllib3", "PIL", "rq.worker", "rq.queue", "rq.scheduler", "rq.job"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("mindsight").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("mindsight").error("uncaught exception in thread %s", name, exc_info=args.exc_value)

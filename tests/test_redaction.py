@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -98,3 +100,20 @@ def test_log_lines_never_carry_a_password(
         records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         assert len(records) == 3 and records[1]["url"] == "https://u:***@h/"
         assert "http://worker:***@127.0.0.1:" in records[2]["exc"]
+
+
+def test_uncaught_exceptions_are_logged_masked() -> None:
+    """A traceback Python itself would print (main thread or another) goes through the masking handler."""
+    code = (
+        "import threading\n"
+        "from shared.logging_setup import configure_logging\n"
+        "configure_logging('INFO', 'text')\n"
+        "def fail(): raise RuntimeError('gallery at http://u:thread-pw@g:5800 unavailable')\n"
+        "t = threading.Thread(target=fail, name='consumer'); t.start(); t.join()\n"
+        "raise RuntimeError('redis://:main-pw@redis:6379/0 is down')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "thread-pw" not in proc.stderr and "main-pw" not in proc.stderr, proc.stderr
+    assert "uncaught exception in thread consumer" in proc.stderr and "http://u:***@g:5800" in proc.stderr
+    assert "CRITICAL" in proc.stderr and "redis://:***@redis:6379/0 is down" in proc.stderr
