@@ -47,7 +47,7 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
             "paused_s": round(wctx.pause.remaining(), 1),
         }
 
-    serve_health(settings.worker.metrics_port, ready)
+    serve_health(settings.worker.metrics_port, ready, host=settings.worker.metrics_host)
     backoff = 1.0
     while True:
         w = MindsightWorker(
