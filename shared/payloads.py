@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
@@ -69,13 +70,36 @@ class TextJob(BaseModel):
     model: StrictStr | None = None
 
 
+MAX_NESTING = 32
+"""Deepest bracket nesting a payload may have. Ours nest two deep; json.loads recurses per level and raises
+RecursionError (not ValueError) near 1000, so depth is checked on the raw bytes before parsing."""
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nesting_over(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text `raw` nests brackets deeper than `limit` (brackets inside strings ignored)."""
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET):
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def _decode(raw: bytes | str, max_bytes: int) -> Any:
-    size = len(raw.encode() if isinstance(raw, str) else raw)
-    if size > max_bytes:
-        raise BadPayload(f"payload is {size} bytes, over the {max_bytes}-byte limit")
+    data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data_bytes) > max_bytes:
+        raise BadPayload(f"payload is {len(data_bytes)} bytes, over the {max_bytes}-byte limit")
+    if _nesting_over(data_bytes, MAX_NESTING):
+        raise BadPayload(f"payload is nested deeper than {MAX_NESTING} levels")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadPayload(f"payload is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadPayload(f"payload must be a JSON object, got {type(data).__name__}")

@@ -33,3 +33,6 @@ REQUEUE_INFLIGHT = f"{KEY_PREFIX}:dlq:requeue-inflight"
 
 WORKER_PAUSE = f"{KEY_PREFIX}:pause"
 """Set (with a TTL) when the gallery rejects our token, so every worker holds off together."""
+
+ROUTER_CRASHES = f"{KEY_PREFIX}:router:crashes"
+"""Hash: payload digest -> how many router consumers died holding it (the poison-pill rule)."""
