@@ -6,9 +6,9 @@ import enum
 import json
 import logging
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from shared.errors import BadPayload
 
@@ -33,15 +33,42 @@ TASK_NAMES: dict[str, Capability] = {
 """Task names in photo jobs that belong to us. Anything else (`thumbnail`, ...) is the backend's."""
 
 
+MAX_ID = 2**63 - 1
+"""Ids are stored by the gallery as signed 64-bit integers; a larger one cannot be delivered (SQLite
+overflow: the gallery answers 500 forever), so it is refused here, before any work is done."""
+
+MAX_TASKS = 64
+"""A photo job names a handful of tasks; a longer list is a broken or hostile producer."""
+
+
+def _clean_text(value: str) -> str:
+    # A lone surrogate (a valid JSON escape) cannot be encoded as UTF-8: it would fail later, in the
+    # model, the callback or the dead letter. NUL ends C strings and paths. Neither is ever meant.
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"contains a lone surrogate at position {exc.start}") from None
+    return value
+
+
+Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+"""A photo, user or request id: an int (bool and float refused) the gallery can store."""
+
+Text = Annotated[StrictStr, AfterValidator(_clean_text)]
+"""A string that encodes as UTF-8 and holds no NUL."""
+
+
 class PhotoJob(BaseModel):
     """`{"photo_id", "user_id", "path", "tasks"}` as pushed on REDIS_QUEUE_NAME; extra fields ignored."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    photo_id: StrictInt
-    user_id: StrictInt
-    path: StrictStr
-    tasks: list[StrictStr]
+    photo_id: Id
+    user_id: Id
+    path: Text
+    tasks: Annotated[list[Text], Field(max_length=MAX_TASKS)]
 
     def capabilities(self, caption_enabled: bool) -> list[Capability]:
         """Capabilities this job asks for, in a stable order; `clip` implies captioning when enabled."""
@@ -65,9 +92,9 @@ class TextJob(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: Literal["text_embed"] = "text_embed"
-    request_id: StrictInt
-    query: StrictStr
-    model: StrictStr | None = None
+    request_id: Id
+    query: Text
+    model: Text | None = None
 
 
 MAX_NESTING = 32

@@ -177,7 +177,7 @@ def test_concurrent_routers_hand_off_each_payload_exactly_once(make_settings, re
     routers = [make_router(make_settings, redis_url, MINDSIGHT_BATCH_SIZE="4")[0] for _ in range(3)]
     conn = redis.Redis.from_url(redis_url)
     n = 120
-    for pid in range(n):
+    for pid in range(1, n + 1):
         conn.lpush("photo_tasks", photo(pid, ["clip"]))
 
     def drain(r: Router) -> None:
@@ -190,7 +190,7 @@ def test_concurrent_routers_hand_off_each_payload_exactly_once(make_settings, re
     for t in threads:
         t.join(timeout=60)
     counts = Counter(payload_ids(queued(conn, Capability.CLIP)))
-    assert sorted(counts) == list(range(n)) and set(counts.values()) == {1}
+    assert sorted(counts) == list(range(1, n + 1)) and set(counts.values()) == {1}
 
 
 # -- hostile input cannot stop a consumer (issue 8, defect 1) -----------------------------------------
