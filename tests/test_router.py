@@ -9,14 +9,18 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from mindsight.cli.status_cmd import collect
 from shared.dead_letter import DeadLetterQueue
+from shared.embedded_redis import free_port
+from shared.metrics import serve_health
 from shared.payloads import Capability
-from shared.queues import CONSUMERS_SET, ROUTER_CRASHES, processing_list
+from shared.queues import CONSUMERS_SET, ROUTER_CRASHES, consumer_heartbeat, processing_list
 from shared.settings import Settings
 from workers.dispatch import rq_queue
 from workers.router import Router
@@ -300,3 +304,79 @@ def test_recovered_suspects_are_tried_alone_so_a_pill_takes_no_neighbour_with_it
     assert sorted(len(j.args[1]) for j in jobs) == [1, 1, 1, 1]
     assert sorted(payload_ids(jobs)) == [1, 2, 3, 4]
     assert conn.hlen(ROUTER_CRASHES) == 0  # delivered suspects are cleared
+
+
+# -- watchdog: liveness means the consumers are alive ------------------------------------------------
+class ThreadKiller(BaseException):
+    """Not an Exception: what still ends a consume thread (the catch-all spares only stop requests)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_consume_thread_makes_the_router_unhealthy_and_stop(
+    make_settings, redis_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_HEARTBEAT_S="1")
+    real_consume = router.consume_once
+
+    def consume_once(source: str, block_s: float = 1.0) -> int:
+        if source == "text_tasks":
+            raise ThreadKiller("consume thread ends")
+        return real_consume(source, block_s)
+
+    monkeypatch.setattr(router, "consume_once", consume_once)
+    health = serve_health(free_port(), lambda: (True, {}), host="127.0.0.1", live_check=router.problems)
+    assert health is not None
+    url = f"http://127.0.0.1:{health.server_address[1]}"
+    try:
+        with running(router) as thread:
+            wait_until(lambda: not thread.is_alive(), "the router to stop itself")
+        [problem] = router.problems()
+        assert "text_tasks" in problem and "dead" in problem
+        assert router.exit_code() == 1
+        # Heartbeat withheld: another router will recover what we hold once it expires.
+        conn.delete(consumer_heartbeat(router.consumer_id))
+        router._last_beat = 0.0
+        router._register()
+        assert not conn.exists(consumer_heartbeat(router.consumer_id))
+        # /healthz and /readyz say so, for an orchestrator.
+        healthz = httpx.get(f"{url}/healthz")
+        assert healthz.status_code == 503 and "text_tasks" in healthz.json()["problems"][0]
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        # `mindsight status` says so, for an operator.
+        [row] = collect(conn, router.settings)["routers"]
+        assert row["id"] == router.consumer_id and "text_tasks" in row["unhealthy"]
+    finally:
+        health.shutdown()
+        health.server_close()
+
+
+def test_a_stuck_consume_thread_makes_the_router_unhealthy_and_stop(
+    make_settings, redis_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_HEARTBEAT_S="1")
+    router.stuck_after_s = 4.0  # the healthy text thread comes round every ~1 s
+    release = threading.Event()
+    real_consume = router.consume_once
+
+    def consume_once(source: str, block_s: float = 1.0) -> int:
+        if source == "photo_tasks":
+            release.wait()  # e.g. a Redis reply that never comes on a half-open connection
+        return real_consume(source, block_s)
+
+    monkeypatch.setattr(router, "consume_once", consume_once)
+    try:
+        with running(router) as thread:
+            wait_until(lambda: not thread.is_alive(), "the router to stop itself")
+    finally:
+        release.set()
+    [problem] = router.problems()
+    assert "photo_tasks" in problem and "stuck" in problem
+    assert router.exit_code() == 1
+
+
+def test_a_healthy_router_stops_cleanly(make_settings, redis_url) -> None:
+    router, conn = make_router(make_settings, redis_url)
+    with running(router):
+        wait_until(lambda: conn.exists(consumer_heartbeat(router.consumer_id)) == 1, "a heartbeat")
+        assert router.problems() == []
+    assert router.problems() == [] and router.exit_code() == 0

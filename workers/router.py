@@ -14,6 +14,11 @@ photo is dispatched at once.
 Housekeeping, every few seconds: consumer heartbeat, recovery of dead consumers' payloads, RQ registry
 clean-up (which is what turns a dead worker's job into a retry), and moving due retries out of RQ's
 scheduled registry.
+
+Liveness means the consumers are alive. A watchdog in the housekeeping loop checks that every consume
+thread is running and has come round its loop within CONSUMER_STUCK_AFTER_S. If one is dead or stuck,
+the router withholds its heartbeat (so its held payloads are recovered by another router), records why
+for `mindsight status`, answers 503 on /healthz, and stops with exit code 1 so it is restarted.
 """
 
 from __future__ import annotations
@@ -36,18 +41,38 @@ from rq.serializers import JSONSerializer
 from shared.dead_letter import DeadLetter, DeadLetterQueue
 from shared.metrics import QUEUE_DEPTH, ROUTED
 from shared.payloads import Capability, parse_photo_job, parse_text_job
-from shared.queues import CONSUMERS_SET, RQ_QUEUES, consumer_heartbeat, processing_list
+from shared.queues import (
+    CONSUMERS_SET,
+    RQ_QUEUES,
+    consumer_heartbeat,
+    processing_list,
+    router_unhealthy,
+)
 from shared.settings import Settings
 from workers.dispatch import Dispatcher, rq_queue
 from workers.poison_pills import RAW_KEPT_CHARS, PoisonPills
 
 log = logging.getLogger(__name__)
 
+CONSUMER_STUCK_AFTER_S = 120.0
+"""A consume thread that has not come round its loop for this long is stuck. One round blocks at most
+about a second plus MINDSIGHT_BATCH_WAIT_MS; a dispatch is a few Redis round trips. Two minutes means a
+hung connection or a bug, never a slow moment."""
+
+UNHEALTHY_RECORD_TTL_S = 24 * 3600
+"""How long `mindsight status` shows why a router stopped itself."""
+
 
 class Router:
     """One consumer of the photo and text lists (a thread each) plus housekeeping."""
 
-    def __init__(self, connection: redis.Redis, settings: Settings, consumer_id: str | None = None) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        settings: Settings,
+        consumer_id: str | None = None,
+        stuck_after_s: float = CONSUMER_STUCK_AFTER_S,
+    ) -> None:
         self.connection = connection
         self.settings = settings
         self.redis_settings = settings.redis
@@ -59,6 +84,10 @@ class Router:
         self.caption_enabled = settings.caption.enabled
         self.alive_ttl_s = max(3 * settings.worker.heartbeat_s, 5)
         self.sources = (self.redis_settings.photo_queue, self.redis_settings.text_queue)
+        self.stuck_after_s = stuck_after_s
+        self._threads: dict[str, threading.Thread] = {}
+        self._progress: dict[str, float] = {}  # consume thread -> when it last came round its loop
+        self._unhealthy: list[str] = []  # why the watchdog stopped us (sticky)
         # Checked on the batching hot path: the RQ list whose backlog means "workers are busy".
         self._busy_keys = {
             self.redis_settings.photo_queue: rq_queue(connection, Capability.CLIP).key,
@@ -74,20 +103,53 @@ class Router:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> None:
-        """Consume until stop() is called; survives Redis restarts."""
-        threads = [
-            threading.Thread(target=self._consume_forever, args=(src,), name=f"consume-{src}", daemon=True)
+        """Consume until stop() is called or the watchdog finds a dead or stuck consumer."""
+        self._threads = {
+            src: threading.Thread(
+                target=self._consume_forever, args=(src,), name=f"consume-{src}", daemon=True
+            )
             for src in self.sources
-        ]
-        for t in threads:
+        }
+        now = time.monotonic()
+        for src, t in self._threads.items():
+            self._progress[src] = now
             t.start()
         log.info("router %s consuming %s", self.consumer_id, ", ".join(self.sources))
         self._housekeeping_forever()
-        for t in threads:
+        for t in self._threads.values():
             t.join(timeout=10)
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def problems(self) -> list[str]:
+        """Why this router is not alive: dead or stuck consume threads (empty when healthy)."""
+        if self._unhealthy:
+            return list(self._unhealthy)
+        now = time.monotonic()
+        found = []
+        for source, thread in self._threads.items():
+            if not thread.is_alive():
+                if not self.stop_event.is_set():
+                    found.append(f"consume thread for {source} is dead")
+            elif (idle := now - self._progress[source]) > self.stuck_after_s:
+                found.append(f"consume thread for {source} stuck for {idle:.0f}s")
+        return found
+
+    def exit_code(self) -> int:
+        """1 when the watchdog stopped the router (so it is restarted), else 0."""
+        return 1 if self._unhealthy else 0
+
+    def _give_up(self, problems: list[str]) -> None:
+        self._unhealthy = problems
+        log.error("router %s UNHEALTHY: %s; stopping", self.consumer_id, "; ".join(problems))
+        try:
+            self.connection.set(
+                router_unhealthy(self.consumer_id), "; ".join(problems), ex=UNHEALTHY_RECORD_TTL_S
+            )
+        except redis.RedisError as exc:
+            log.warning("router: could not record the reason in Redis (%s)", exc)
+        self.stop()
 
     # -- consuming ----------------------------------------------------------------------------------
     def _consume_forever(self, source: str) -> None:
@@ -96,9 +158,11 @@ class Router:
         it is dead-lettered with the exception and the rest are routed."""
         backoff = 0.5
         while not self.stop_event.is_set():
+            self._progress[source] = time.monotonic()
             try:
                 self.drain_processing(source)  # whatever a previous crash of ours left behind
                 while not self.stop_event.is_set():
+                    self._progress[source] = time.monotonic()
                     self.consume_once(source, block_s=1.0)
                     backoff = 0.5
             except redis.RedisError as exc:
@@ -240,8 +304,8 @@ class Router:
     # -- housekeeping -------------------------------------------------------------------------------
     def _register(self) -> None:
         now = time.monotonic()
-        if now - getattr(self, "_last_beat", 0.0) < 1.0:
-            return
+        if now - getattr(self, "_last_beat", 0.0) < 1.0 or self.problems():
+            return  # an unhealthy router withholds its heartbeat: what it holds will be recovered
         self._last_beat = now
         with self.connection.pipeline() as pipe:
             pipe.sadd(CONSUMERS_SET, self.consumer_id)
@@ -251,10 +315,15 @@ class Router:
     def _housekeeping_forever(self) -> None:
         interval = max(1.0, self.worker.heartbeat_s / 2)
         while not self.stop_event.is_set():
+            if problems := self.problems():
+                self._give_up(problems)
+                return
             try:
                 self.housekeeping()
             except redis.RedisError as exc:
                 log.warning("router housekeeping: Redis unavailable (%s)", exc)
+            except Exception:  # a failure callback's bug must not end housekeeping; the next round retries
+                log.exception("router housekeeping failed")
             self.stop_event.wait(interval)
 
     def housekeeping(self) -> None:
