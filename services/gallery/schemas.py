@@ -84,3 +84,4 @@ class FaultIn(_Body):
     status: int | None = Field(None, ge=400, le=599)
     count: int = Field(0, ge=0)
     delay_s: float = Field(0.0, ge=0.0, le=600.0)
+    only: str | None = Field(None, max_length=200)
