@@ -12,8 +12,18 @@ from click.testing import CliRunner, Result
 from PIL import Image, ImageOps
 
 from mindsight.cli.main import cli
-from services.people_albums import MARKER, PersonGroup, already_made, next_person_number, photo_source
+from services.people_albums import (
+    MARKER,
+    AlbumsReport,
+    PersonGroup,
+    already_made,
+    collect_faces,
+    next_person_number,
+    photo_source,
+)
+from shared.face_clustering import cluster_faces, eligible_faces
 from shared.gallery_client import GalleryClient
+from shared.models.face_registry import distance_threshold, load_face_analyzer
 from shared.settings import Settings
 from tests.fixtures.gallery import GalleryServer
 
@@ -110,6 +120,31 @@ def test_one_album_per_person_then_nothing_new(
     again = run_albums()
     assert len(albums_now()) == 3
     assert "created 0 albums, 3 already present" in again.output
+
+
+def test_real_faces_group_the_same_on_the_graph_path(
+    album_settings: Settings, face_gallery: dict[str, Any]
+) -> None:
+    """The dlib descriptors of the sample photos and their copies: the neighbour-graph path (every group
+    of two or more faces through graph linkage) finds the same people as the dense reference."""
+    client = GalleryClient(album_settings.gallery, internal=False)
+    photos = client.list_photos()
+    client.close()
+    face = album_settings.face
+    analyzer = load_face_analyzer(face, ["CPUExecutionProvider"])
+    records = collect_faces(photos, analyzer, album_settings.paths, AlbumsReport(), lambda _: None)
+    usable = eligible_faces(records, face.min_score, face.min_face_px)
+    threshold = distance_threshold(face)
+    reference = [p.photo_ids for p in cluster_faces(usable, threshold, 2)]
+    assert [p.photo_ids for p in cluster_faces(usable, threshold, 2, exact_max=1)] == reference
+    a = face_gallery
+    assert sorted(map(sorted, reference)) == sorted(
+        [
+            sorted(a["astronaut"] + [a["two_people"], a["twins"]]),
+            sorted(a["grace_hopper"] + [a["two_people"]]),
+            sorted(a["camera"]),
+        ]
+    )
 
 
 def test_options_override_settings(
