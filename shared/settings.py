@@ -175,6 +175,7 @@ class FaceSettings(_Group):
     min_faces_per_person: int = Field(2, validation_alias="MIN_FACES_PER_PERSON")
     max_photos: int = Field(0, validation_alias="MAX_PHOTOS")
     min_face_px: int = Field(24, validation_alias="FACE_MIN_SIZE_PX")
+    people_state_dir: Path = Field(Path(".mindsight/people"), validation_alias="MINDSIGHT_PEOPLE_STATE_DIR")
 
 
 class WorkerSettings(_Group):
