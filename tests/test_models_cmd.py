@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,25 +103,6 @@ def test_download_without_network_fails_clearly_and_leaves_nothing(store_env: di
     assert "cannot download openai/clip-vit-large-patch14" in done.stderr
     assert "No network or no access?" in done.stderr and "HF_ENDPOINT" in done.stderr
     assert not (Path(store_env["MINDSIGHT_MODELS_DIR"]) / "openai" / "clip-vit-large-patch14").exists()
-
-
-class _Files(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real HTTP server on localhost serving a folder: (base URL, folder)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = lambda *a, **kw: _Files(*a, directory=str(root), **kw)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
 
 
 def test_face_pack_zip_is_unpacked_where_insightface_loads_it(

@@ -12,7 +12,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from shared.errors import ConfigError
 from shared.models.base import Captioner, RuntimeInfo
-from shared.models.store.sources import hub_offline, looks_like_path, resolve_local
+from shared.models.store.source import hub_offline, parse_source
 from shared.settings import CaptionSettings, ModelStoreSettings
 
 log = logging.getLogger(__name__)
@@ -30,18 +30,17 @@ def resolve_caption_source(name: str, models_dir: Path) -> str:
     `Salesforce/blip-image-captioning-base` thus finds `models/Salesforce/blip-image-captioning-base`
     after `mindsight models download`, and only falls back to the hub when nothing is on disk.
     """
-    name = name.strip()
-    if not name:
+    if not name.strip():
         raise ConfigError(f"CAPTION_MODEL_NAME is empty; {CAPTION_FIX}")
-    local = resolve_local(name, models_dir)
-    if local is not None:
-        return str(local)
-    if looks_like_path(name):
-        where = Path(name).expanduser()
+    parsed = parse_source(name, models_dir, "caption")
+    if parsed.local is not None:
+        return str(parsed.local)
+    if parsed.family is None:
         raise ConfigError(
-            f"caption model directory {name!r} does not exist (looked in {where}); {CAPTION_FIX}"
+            f"caption model directory {parsed.raw!r} does not exist (looked in {parsed.target}); "
+            f"{CAPTION_FIX}"
         )
-    return name
+    return parsed.raw
 
 
 class BlipCaptioner(Captioner):

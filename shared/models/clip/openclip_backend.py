@@ -1,8 +1,8 @@
 """open_clip CLIP models: image and text embedders over one loaded model.
 
-Sources: `hf-hub:org/repo`; `ModelName/tag` or `ModelName:tag` (a built-in config with a pretrained tag);
-`ModelName:/path/to/checkpoint` (a built-in config with local weights); a local folder in hf-hub open_clip
-layout (open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin).
+Sources (parsed by `store.source.parse_source`): `hf-hub:org/repo`; `ModelName/tag` or `ModelName:tag`
+(a built-in config with a pretrained tag); `ModelName:/path/to/checkpoint` (a built-in config with local
+weights); a local folder in hf-hub open_clip layout (open_clip_config.json + one of its weight files).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import open_clip
@@ -22,15 +22,10 @@ from shared.errors import ConfigError
 from shared.models.base import l2_normalize
 from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
 from shared.models.clip.preprocess import ClipImageTransform
-from shared.models.store.sources import require_local
-
-WEIGHT_FILES = (
-    "open_clip_model.safetensors",
-    "open_clip_pytorch_model.safetensors",
-    "open_clip_pytorch_model.bin",
-    "open_clip_pytorch_model.pth",
-)
-"""Weight files of an hf-hub open_clip repo, in open_clip's order of preference."""
+from shared.models.onnx.exportable import TOKENIZER_FILE
+from shared.models.onnx.manifest import TokenizerSpec
+from shared.models.onnx.tokenizer import clip_bpe_tokenizer_json
+from shared.models.store.source import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHT_FILES, ModelSource, require_local
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -43,29 +38,29 @@ class OpenClipSpec:
     pretrained: str | None = None
 
 
-def parse_open_clip_source(
-    source: str, local: Path | None = None, models_dir: Path | None = None
-) -> OpenClipSpec:
-    """Split a configured source into an `OpenClipSpec`; `local` is the folder it resolved to, if any."""
+def open_clip_spec(source: ModelSource, models_dir: Path | None = None) -> OpenClipSpec:
+    """What open_clip needs for a parsed source, checked against open_clip's own tables and the disk."""
+    local, raw = source.local, source.raw
     if local is not None and local.is_dir():
-        if not (local / "open_clip_config.json").is_file():
-            raise ConfigError(f"{local} has no open_clip_config.json, so it is not an open_clip model folder")
-        if not any((local / name).is_file() for name in WEIGHT_FILES):
-            raise ConfigError(f"{local} has open_clip_config.json but no weights ({', '.join(WEIGHT_FILES)})")
+        if not (local / OPEN_CLIP_CONFIG).is_file():
+            raise ConfigError(f"{local} has no {OPEN_CLIP_CONFIG}, so it is not an open_clip model folder")
+        if not any((local / name).is_file() for name in OPEN_CLIP_WEIGHT_FILES):
+            raise ConfigError(
+                f"{local} has {OPEN_CLIP_CONFIG} but no weights ({', '.join(OPEN_CLIP_WEIGHT_FILES)})"
+            )
         return OpenClipSpec(f"local-dir:{local}")
-    if source.startswith(("hf-hub:", "local-dir:")):
-        return OpenClipSpec(source)
-    name, sep, tag = source.partition(":")
-    if not sep:
-        name, sep, tag = source.partition("/")
-    if not sep or not name or not tag:
+    if raw.startswith(("hf-hub:", "local-dir:")):
+        return OpenClipSpec(raw)
+    name, tag = source.open_clip_name, source.open_clip_pretrained
+    if not name or not tag:
         raise ConfigError(
-            f"open_clip source {source!r} must be hf-hub:org/repo, ModelName/tag or a model folder"
+            f"open_clip source {raw!r} must be hf-hub:org/repo, ModelName/tag or a model folder"
         )
     if name not in open_clip.list_models():
-        raise ConfigError(f"open_clip has no built-in model {name!r} (source {source!r})")
-    if tag.startswith(("/", ".", "~")) or tag.endswith((".pt", ".pth", ".bin", ".safetensors")):
-        path = require_local(tag, models_dir, f"checkpoint for open_clip model {name}")
+        raise ConfigError(f"open_clip has no built-in model {name!r} (source {raw!r})")
+    if source.is_checkpoint:
+        what = f"checkpoint for open_clip model {name}"
+        path = source.local or require_local(tag, models_dir, what)
         if not path.is_file():
             raise ConfigError(f"checkpoint {path} for open_clip model {name} is not a file")
         return OpenClipSpec(name, str(path))
@@ -123,6 +118,50 @@ class OpenClip(ClipBackbone):
         else:
             lengths = pooled_positions(ids, self._tower.pool_type, self._tower.eos_id) + 1
         return TokenBatch(ids=ids, lengths=lengths)
+
+    def image_features_module(self) -> torch.nn.Module:
+        """The export interface (`onnx.exportable.ExportableClip`): the image tower as a module."""
+        return _ImageFeatures(self._loaded_model())
+
+    def text_features_module(self) -> torch.nn.Module:
+        """The causal text tower as a module (exact on cut ids); ConfigError for other text towers."""
+        self._loaded_model()
+        if self._tower is None:
+            raise ConfigError(
+                f"{self.source}: its text tower is not a causal, end-of-text pooled CLIP transformer, the "
+                "only kind the ONNX export supports"
+            )
+        return _TextFeatures(self._model, self._tower)
+
+    def export_tokenizer(self, folder: Path) -> TokenizerSpec:
+        """CLIP's BPE as a tokenizers tokenizer.json (open_clip's SimpleTokenizer with clean 'lower' only)."""
+        from open_clip.tokenizer import SimpleTokenizer, _clean_lower
+
+        tokenizer, tower = self._tokenizer, self._tower
+        if (
+            not isinstance(tokenizer, SimpleTokenizer)
+            or tokenizer.clean_fn is not _clean_lower
+            or tower is None
+        ):
+            raise ConfigError(
+                f"{self.source}: only open_clip models with CLIP's BPE tokenizer (SimpleTokenizer, clean "
+                f"'lower') and a causal text tower can be exported; this one has {type(tokenizer).__name__}"
+            )
+        if tokenizer.reduction_fn is not None:
+            raise ConfigError(f"{self.source}: its tokenizer reduces long texts, which the export cannot")
+        merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
+        sot, eot = tokenizer.decoder[tokenizer.sot_token_id], tokenizer.decoder[tokenizer.eot_token_id]
+        text = clip_bpe_tokenizer_json(tokenizer.encoder, merges, sot, eot)
+        (folder / TOKENIZER_FILE).write_text(text, encoding="utf-8")
+        pool: Literal["argmax", "eos"] = "argmax" if tower.pool_type == "argmax" else "eos"  # `of` checks it
+        return TokenizerSpec(
+            TOKENIZER_FILE, "open_clip", tokenizer.sot_token_id, tokenizer.eot_token_id, 0, pool
+        )
+
+    def _loaded_model(self) -> Any:
+        if self._model is None:
+            raise RuntimeError(f"{self.source}: export needs a loaded model")
+        return self._model
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -184,6 +223,25 @@ def transform_from_open_clip_cfg(cfg: dict[str, Any]) -> ClipImageTransform:
         resample=_RESAMPLE[interpolation],
         crop_rounding="round",
     )
+
+
+class _ImageFeatures(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixel_values)
+
+
+class _TextFeatures(torch.nn.Module):
+    def __init__(self, model: Any, tower: _CausalTextTower) -> None:
+        super().__init__()
+        self.model = model  # registered, so the exporter sees the tower's weights as parameters
+        self.tower = tower
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.tower.encode(input_ids)
 
 
 @dataclass

@@ -8,8 +8,6 @@ Nothing on the ONNX path imports torch.
 
 from __future__ import annotations
 
-import enum
-import json
 import logging
 import time
 from collections.abc import Collection
@@ -19,23 +17,14 @@ from pathlib import Path
 from shared.device import DevicePref, onnx_providers, set_threads
 from shared.errors import ConfigError
 from shared.models.base import ImageEmbedder, RuntimeInfo, TextEmbedder
+from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder
 from shared.models.clip.runtime import OnnxChoice, choose_onnx_export
-from shared.models.onnx.manifest import is_onnx_export
-from shared.models.store.sources import MODELS_FIX, hub_offline, looks_like_path, require_local, resolve_local
+from shared.models.store.source import MODELS_FIX, ClipFamily, ModelSource, hub_offline, parse_source
 from shared.settings import ClipSettings, ModelStoreSettings
 
 log = logging.getLogger(__name__)
 
 TOWERS = ("image", "text")
-
-
-class ClipFamily(enum.StrEnum):
-    """Which library a CLIP model's weights are laid out for."""
-
-    TRANSFORMERS = "transformers"
-    OPEN_CLIP = "open_clip"
-    ONNX = "onnx"
-    """A `mindsight models export` folder (either family's towers as ONNX graphs, run by onnxruntime)."""
 
 
 @dataclass
@@ -54,22 +43,24 @@ class ClipModel:
         """Runtime and device, shared by both towers."""
         return self.image.runtime_info
 
+    @property
+    def backbone(self) -> ClipBackbone:
+        """The loaded model both towers share."""
+        if not isinstance(self.image, ClipImageEmbedder):
+            raise ConfigError(f"CLIP model {self.label!r}: its towers share no backbone")
+        return self.image.backbone
+
 
 def detect_family(source: str, models_dir: Path | None = None) -> ClipFamily:
     """The family a source belongs to (see CLIP_MODELS in .env.example for the accepted forms)."""
-    if source.startswith(("hf-hub:", "local-dir:")):
-        return ClipFamily.OPEN_CLIP
-    local = resolve_local(source, models_dir)
-    if local is not None:
-        return _local_family(local)
-    if looks_like_path(source):
-        require_local(source, models_dir, "CLIP model folder")  # raises with both places looked at
-    name, sep, _ = source.partition(":")
-    if not sep:
-        name, sep, _ = source.partition("/")
-    if sep and _is_open_clip_name(name):
-        return ClipFamily.OPEN_CLIP
-    return ClipFamily.TRANSFORMERS
+    return _family(parse_source(source, models_dir), models_dir)
+
+
+def _family(parsed: ModelSource, models_dir: Path | None) -> ClipFamily:
+    if parsed.family is None:
+        parsed.require_local("CLIP model folder", models_dir)  # raises with both places looked at
+    assert parsed.family is not None
+    return parsed.family
 
 
 def load_clip_models(
@@ -146,8 +137,9 @@ def _load_onnx(
 def _load_torch(
     label: str, source: str, clip: ClipSettings, store: ModelStoreSettings, device: str
 ) -> ClipModel:
-    family = detect_family(source, store.models_dir)
-    local = resolve_local(source, store.models_dir)
+    parsed = parse_source(source, store.models_dir, "clip", label)
+    family = _family(parsed, store.models_dir)
+    local = parsed.local
     start = time.perf_counter()
     image: ImageEmbedder
     text: TextEmbedder
@@ -164,12 +156,9 @@ def _load_torch(
                         local_files_only=store.offline or local is not None,
                     )
                 case ClipFamily.OPEN_CLIP:
-                    from shared.models.clip.openclip_backend import (
-                        open_clip_embedders,
-                        parse_open_clip_source,
-                    )
+                    from shared.models.clip.openclip_backend import open_clip_embedders, open_clip_spec
 
-                    spec = parse_open_clip_source(source, local, store.models_dir)
+                    spec = open_clip_spec(parsed, store.models_dir)
                     image, text = open_clip_embedders(
                         spec, device, max_tokens=clip.max_text_tokens, source=source
                     )
@@ -228,38 +217,6 @@ def _checked(
         seconds,
     )
     return ClipModel(label=label, source=source, family=family, image=image, text=text, dim=image.dim)
-
-
-def _local_family(path: Path) -> ClipFamily:
-    if is_onnx_export(path):
-        return ClipFamily.ONNX
-    if path.is_file():
-        raise ConfigError(
-            f"{path} is a single checkpoint file: name its open_clip architecture too, e.g. ViT-B-32:{path}"
-        )
-    if (path / "open_clip_config.json").is_file():
-        return ClipFamily.OPEN_CLIP
-    config = path / "config.json"
-    if config.is_file():
-        try:
-            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {config}: {exc}") from exc
-        if model_type != "clip":
-            raise ConfigError(
-                f"{path} holds a {model_type!r} transformers model, not a CLIP model (model_type clip)"
-            )
-        return ClipFamily.TRANSFORMERS
-    raise ConfigError(
-        f"{path} is neither a transformers CLIP folder (config.json) nor an open_clip one "
-        "(open_clip_config.json)"
-    )
-
-
-def _is_open_clip_name(name: str) -> bool:
-    import open_clip
-
-    return name in open_clip.list_models()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,10 +14,9 @@ from shared.models.onnx.manifest import (
     OnnxManifest,
     default_export_root,
     export_dir,
-    is_onnx_export,
     read_manifest,
 )
-from shared.models.store.sources import resolve_local
+from shared.models.store.source import ClipFamily, parse_source
 from shared.settings import ClipSettings, ModelStoreSettings
 
 log = logging.getLogger(__name__)
@@ -43,8 +42,9 @@ def choose_onnx_export(
     """The export to load for `label`, or None for the torch backends; ConfigError when onnx cannot be met."""
     if runtime not in ("auto", "torch", "onnx"):
         raise ConfigError(f"MINDSIGHT_CLIP_RUNTIME must be auto, torch or onnx, got {runtime!r}")
-    local = resolve_local(source, store.models_dir)
-    if local is not None and is_onnx_export(local):
+    parsed = parse_source(source, store.models_dir, "clip", label)
+    local = parsed.local
+    if local is not None and parsed.family is ClipFamily.ONNX:
         if runtime == "torch":
             return None  # the torch loader refuses it with a message naming both settings
         manifest = read_manifest(local)
@@ -58,7 +58,7 @@ def choose_onnx_export(
         return None
     folder = export_dir(default_export_root(store.models_dir), label, clip.precision)
     command = export_command(label, clip.precision)
-    if not is_onnx_export(folder):
+    if clip.precision not in parsed.exports:
         if runtime == "onnx":
             raise ConfigError(
                 f"MINDSIGHT_CLIP_RUNTIME=onnx but CLIP model {label!r} has no {clip.precision} ONNX export "

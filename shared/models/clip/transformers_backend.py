@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from shared.errors import ConfigError
 from shared.models.base import l2_normalize
 from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
 from shared.models.clip.preprocess import ClipImageTransform
+from shared.models.onnx.exportable import TOKENIZER_FILE
+from shared.models.onnx.manifest import TokenizerSpec
 
 
 class TransformersClip(ClipBackbone):
@@ -61,6 +64,39 @@ class TransformersClip(ClipBackbone):
         with torch.inference_mode():
             out = self._model.get_image_features(pixel_values=torch.from_numpy(pixels).to(self.device))
         return l2_normalize(_features(out).float().cpu().numpy())
+
+    def image_features_module(self) -> torch.nn.Module:
+        """The export interface (`onnx.exportable.ExportableClip`): the image tower as a module."""
+        return _ImageFeatures(self._loaded_model())
+
+    def text_features_module(self) -> torch.nn.Module:
+        """The text tower as a module; exact on ids cut after the longest end-of-text (causal mask)."""
+        return _TextFeatures(self._loaded_model())
+
+    def export_tokenizer(self, folder: Path) -> TokenizerSpec:
+        """Save the fast tokenizer as tokenizer.json with the pooling rule of the text config."""
+        tokenizer = self._tokenizer
+        fast = getattr(tokenizer, "backend_tokenizer", None)
+        if fast is None:
+            raise ConfigError(f"{self.source}: its tokenizer is not a fast (tokenizers) one")
+        fast.save(str(folder / TOKENIZER_FILE))
+        eos = int(self._loaded_model().config.text_config.eos_token_id)
+        # transformers' own rule: eos_token_id 2 marks a legacy config, pooled at the highest id.
+        pool: Literal["argmax", "eos"] = "argmax" if eos == 2 else "eos"
+        if pool == "eos" and eos != tokenizer.eos_token_id:
+            raise ConfigError(
+                f"{self.source}: text config eos {eos} != tokenizer eos {tokenizer.eos_token_id}"
+            )
+        pad = tokenizer.pad_token_id
+        return TokenizerSpec(
+            TOKENIZER_FILE, "none", int(tokenizer.bos_token_id), int(tokenizer.eos_token_id),
+            int(pad if pad is not None else 0), pool,
+        )  # fmt: skip
+
+    def _loaded_model(self) -> Any:
+        if self._model is None:
+            raise RuntimeError(f"{self.source}: export needs a loaded model")
+        return self._model
 
     def encode_tokens(self, tokens: TokenBatch) -> np.ndarray:
         # Positions after the longest text's end-of-text token cannot influence any pooled (EOT) output
@@ -117,6 +153,24 @@ def transform_from_hf_processor(processor: Any) -> ClipImageTransform:
         crop_rounding="floor",
         rescale=float(processor.rescale_factor) if processor.do_rescale else 1.0,
     )
+
+
+class _ImageFeatures(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixel_values))
+
+
+class _TextFeatures(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_text_features(input_ids=input_ids))
 
 
 def _features(out: Any) -> torch.Tensor:

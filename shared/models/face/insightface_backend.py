@@ -1,6 +1,7 @@
 """The default face backend: insightface's buffalo_l pack (SCRFD + ArcFace) run with onnxruntime directly.
 
-The pack is read from a local folder `{FACE_MODEL_DIR or ~/.insightface/models}/{FACE_MODEL_NAME}/`; the
+The pack is read from a local folder `store.locations.face_pack_dir` (MINDSIGHT_MODELS_DIR/insightface/
+FACE_MODEL_NAME unless FACE_MODEL_DIR moves it); the
 insightface package itself is not needed. Like insightface's model_zoo, each .onnx file is identified by
 its signature (a detector has five or more outputs; a recogniser takes a square input of at least 112
 pixels, a multiple of 16, and has one output), so the 1k3d68 / 2d106det / genderage models of the pack
@@ -30,16 +31,6 @@ PREFERRED_FILES = ("det_10g.onnx", "w600k_r50.onnx")
 
 ARCFACE_MEAN = 127.5
 ARCFACE_STD = 127.5
-
-
-def default_model_root() -> Path:
-    """insightface's own default, `~/.insightface/models`."""
-    return Path("~/.insightface/models").expanduser()
-
-
-def model_pack_dir(model_dir: Path | None, model_name: str) -> Path:
-    """`{model_dir or ~/.insightface/models}/{model_name}`."""
-    return (model_dir.expanduser() if model_dir else default_model_root()) / model_name
 
 
 def is_recognizer(session: ort.InferenceSession) -> bool:
@@ -111,8 +102,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         """(path, session) of the detector and the recogniser, identified by their signatures."""
         hint = (
             f"download the {self.pack_dir.name} pack (det_10g.onnx + w600k_r50.onnx) into this folder "
-            f"(`mindsight models download`, or unzip {self.pack_dir.name}.zip there; FACE_MODEL_DIR sets the "
-            "parent folder)"
+            f"(`mindsight models download`, or unzip {self.pack_dir.name}.zip there; it lies in "
+            "MINDSIGHT_MODELS_DIR/insightface unless FACE_MODEL_DIR names another parent folder)"
         )
         if not self.pack_dir.is_dir():
             raise ConfigError(f"face model folder {self.pack_dir} does not exist: {hint}")

