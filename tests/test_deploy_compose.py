@@ -252,3 +252,36 @@ def test_gpu_override(project: Path, services: dict[str, Any], df: dfs.Dockerfil
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
         resolve(entry_and_command(merged, df)[1])
     assert "cuda" in {s.name for s in df.stages}
+
+
+def test_copied_example_gives_containers_the_in_stack_addresses(services: dict[str, Any]) -> None:
+    """The example leaves both addresses unset, so containers get the `redis` service and the demo gallery."""
+    for name, svc in services.items():
+        env = svc.get("environment", {})
+        if "PROCESSING_INTERNAL_TOKEN" in env:
+            assert env["REDIS_URL"] == "redis://redis:6379/0", name
+            expected = "http://gallery-dev:5800"
+            assert env["API_BASE_URL"] == expected, name
+    assert services["rq-dashboard"]["environment"]["RQ_DASHBOARD_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_addresses_set_in_env_file_win(tmp_path: Path) -> None:
+    """Issue 9 item 2: a user's REDIS_URL and API_BASE_URL reach every container, the dashboard included."""
+    env = (
+        f"PROCESSING_INTERNAL_TOKEN={CHECK_TOKEN}\n"
+        "REDIS_URL=redis://:pw@redis.lan:6380/2\n"
+        "API_BASE_URL=http://gallery.lan:5800\n"
+    )
+    project = compose_project(tmp_path, env_text=env)
+    for gpu in (False, True):
+        rendered = compose_config(project, "--profile", "ops", gpu=gpu)["services"]
+        for name, svc in rendered.items():
+            environment = svc.get("environment", {})
+            if name == "rq-dashboard":
+                assert environment["RQ_DASHBOARD_REDIS_URL"] == "redis://:pw@redis.lan:6380/2"
+            elif name != "redis":
+                assert environment["REDIS_URL"] == "redis://:pw@redis.lan:6380/2", name
+                assert environment["API_BASE_URL"] == "http://gallery.lan:5800", name
+    demo = compose_config(project, "--profile", "demo")["services"]
+    # The demo's uploader talks to the demo gallery whatever the workers use.
+    assert demo["enqueue-samples"]["environment"]["API_BASE_URL"] == "http://gallery-dev:5800"
