@@ -27,7 +27,7 @@ def run(
 
     def invoke(*args: str, **env: object) -> Result:
         make_settings(**{**gallery_server.env(), "REDIS_URL": redis_url, **env})
-        argv = ["--env-file", str(tmp_path / "absent.env"), "enqueue", *args]
+        argv = ["--env-file", "/dev/null", "enqueue", *args]
         return CliRunner().invoke(cli, argv, catch_exceptions=False)
 
     return invoke

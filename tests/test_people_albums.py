@@ -79,7 +79,7 @@ def run_albums(album_settings: Settings, tmp_path: Path) -> Callable[..., Result
     """Factory: `run_albums("--dry-run")` runs `mindsight albums` against the test gallery."""
 
     def run(*args: str) -> Result:
-        result = CliRunner().invoke(cli, ["--env-file", str(tmp_path / "absent.env"), "albums", *args])
+        result = CliRunner().invoke(cli, ["--env-file", "/dev/null", "albums", *args])
         assert result.exit_code == 0, result.output + repr(result.exception)
         return result
 
@@ -241,7 +241,7 @@ def test_rerun_rule_fingerprint_or_same_photos() -> None:
 
 def test_configuration_errors_exit_2(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """No access token, or a dimension the backend cannot produce: one line on stderr, exit status 2."""
-    env_file = str(tmp_path / "absent.env")
+    env_file = "/dev/null"
     make_settings(ACCESS_TOKEN=None, FACE_BACKEND="retinaface-dlib", PROCESSING_FACE_EMBEDDING_DIM="128")
     result = CliRunner().invoke(cli, ["--env-file", env_file, "albums", "--dry-run"])
     assert result.exit_code == 2 and "ACCESS_TOKEN is not set" in result.output

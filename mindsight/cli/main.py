@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("mindsight.cli.dev_cmd", "dev"),
 }
 """Subcommand name -> (module, attribute). Each module owns one group of commands."""
+IMPLICIT_ENV_FILE = ".env"
+"""Read when present; an --env-file the user names must exist."""
 
 
 class LazyGroup(click.Group):
@@ -72,9 +74,15 @@ def _redis_unreachable(exc: Exception) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mindsight")
-@click.option("--env-file", default=".env", show_default=True, help="Read settings from this file too.")
+@click.option(
+    "--env-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Read settings from this file too; it must exist. Without it, ./.env is read when present.",
+)
 @click.pass_context
-def cli(ctx: click.Context, env_file: str) -> None:
+def cli(ctx: click.Context, env_file: str | None) -> None:
     """mindsight-ml: CLIP, captions, faces and text embeddings for a self-hosted photo gallery."""
     ctx.ensure_object(dict)
-    ctx.obj["env_file"] = env_file
+    # Only the implicit ./.env may be missing: a mistyped --env-file would silently talk to the defaults.
+    ctx.obj["env_file"] = env_file if env_file is not None else IMPLICIT_ENV_FILE
