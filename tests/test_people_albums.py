@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image, ImageOps
+from shared.models.face_registry import distance_threshold, load_face_analyzer
 
 from mindsight.cli.main import cli
 from services.people_albums import (
@@ -24,7 +25,6 @@ from services.people_albums import (
 )
 from shared.face_clustering import cluster_faces, eligible_faces
 from shared.gallery_client import GalleryClient
-from shared.models.face_registry import distance_threshold, load_face_analyzer
 from shared.settings import Settings
 from tests.fixtures.gallery import GalleryServer
 
