@@ -182,6 +182,7 @@ class FaceSettings(_Group):
     min_faces_per_person: int = Field(2, validation_alias="MIN_FACES_PER_PERSON")
     max_photos: int = Field(0, validation_alias="MAX_PHOTOS")
     min_face_px: int = Field(24, validation_alias="FACE_MIN_SIZE_PX")
+    people_state_dir: Path = Field(Path(".mindsight/people"), validation_alias="MINDSIGHT_PEOPLE_STATE_DIR")
 
 
 class WorkerSettings(_Group):
@@ -198,6 +199,7 @@ class WorkerSettings(_Group):
     device: Device = Field("auto", validation_alias="MINDSIGHT_DEVICE")
     threads: int = Field(1, validation_alias="MINDSIGHT_THREADS")
     metrics_port: int = Field(0, validation_alias="MINDSIGHT_METRICS_PORT")
+    metrics_host: str = Field("0.0.0.0", validation_alias="MINDSIGHT_METRICS_HOST")
     log_format: Literal["text", "json"] = Field("text", validation_alias="MINDSIGHT_LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="MINDSIGHT_LOG_LEVEL")
 
@@ -225,6 +227,7 @@ class EmbedApiSettings(_Group):
     token: SecretStr = Field(SecretStr(""), validation_alias="EMBED_API_TOKEN")
     max_text_chars: int = Field(2000, validation_alias="EMBED_API_MAX_TEXT_CHARS")
     max_batch: int = Field(64, validation_alias="EMBED_API_MAX_BATCH")
+    max_body_bytes: int = Field(1024 * 1024, validation_alias="EMBED_API_MAX_BODY_BYTES")
 
 
 class ModelStoreSettings(_Group):

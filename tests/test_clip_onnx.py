@@ -54,7 +54,7 @@ def exports(tiny_clip_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         "MINDSIGHT_CLIP_PRECISION": "int8",
         "MINDSIGHT_MAX_TEXT_TOKENS": "16",
     }
-    args = ["--env-file", str(models_dir / "absent.env"), "models", "export", "--all", "--int8"]
+    args = ["--env-file", "/dev/null", "models", "export", "--all", "--int8"]
     result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output
     return Exports(models_dir, result.output)
@@ -337,7 +337,7 @@ def test_the_onnx_path_never_imports_torch(tiny_clip_env: dict[str, str], export
 
 def test_export_cli_usage_errors(tiny_clip_env: dict[str, str], tmp_path: Path) -> None:
     env = {**tiny_clip_env, "MINDSIGHT_MODELS_DIR": str(tmp_path)}
-    base = ["--env-file", str(tmp_path / "absent.env"), "models", "export"]
+    base = ["--env-file", "/dev/null", "models", "export"]
     result = CliRunner().invoke(cli, base, env=env)
     assert result.exit_code == 2 and "--label LABEL (repeatable) or --all" in result.output
     result = CliRunner().invoke(cli, [*base, "--label", "nope"], env=env)

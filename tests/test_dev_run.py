@@ -290,6 +290,31 @@ def test_children_of_an_earlier_run_block_the_next_one(tmp_path: Path) -> None:
     assert not pids.path.exists()
 
 
+def test_a_child_still_in_exec_counts_as_running(tmp_path: Path) -> None:
+    """Right after Popen() returns, the child's /proc/PID/cmdline is often still empty (mid-exec)."""
+    pids = PidFile(tmp_path / "dev.pids")
+    for _ in range(20):  # on the old code about 4 in 5 of these were missed
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mindsight-worker"])
+        try:
+            pids.record("worker-clip", child.pid)
+            assert pids.alive() == [("worker-clip", child.pid)]
+        finally:
+            child.kill()
+            child.wait()
+            pids.clear()
+
+
+def test_an_exited_child_not_yet_reaped_is_not_running(tmp_path: Path) -> None:
+    pids = PidFile(tmp_path / "dev.pids")
+    child = subprocess.Popen([sys.executable, "-c", "pass", "mindsight-worker"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, left a zombie: empty cmdline
+        pids.record("worker-clip", child.pid)
+        assert pids.alive() == []
+    finally:
+        child.wait()
+
+
 class _listening:
     """A TCP listener on a free loopback port (a port that is taken, but not by Redis)."""
 

@@ -189,3 +189,29 @@ def test_redis_restart_mid_run_loses_nothing(
         assert p.dead_letters() == []
     finally:
         p.stop_all()
+
+
+def test_redis_down_while_a_job_runs_is_ridden_out(
+    private_redis: EmbeddedRedis, gallery_server: GalleryServer, tiny_clip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 8, defect 4: Redis gone for ~6 s mid-job made the worker rebuild itself, and the rebuild's
+    CLIENT SETNAME (outside any retry) ended the process. Router and worker must outlast any outage."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    p = Pipeline(private_redis.url, gallery_server, tiny_clip_env, workdir)
+    try:
+        photos = [gallery_server.add_photo(jpeg(tmp_path / f"b{i}.jpg", (i * 40, 20, 90))) for i in range(2)]
+        gallery_server.set_fault(delay_s=4, count=1, status=None)  # the first callback is slow
+        p.push_photo(*photos[0])
+        router, worker = p.router(), p.worker("clip")
+        p.wait_for(lambda: p.redis.zcard("rq:wip:clip") > 0, 90, "the job to start")
+        private_redis.stop()
+        time.sleep(6)  # the outage: the job's callback ends and the worker loses Redis meanwhile
+        assert router.poll() is None and worker.poll() is None, p.logs()
+        private_redis.start()
+        p.push_photo(*photos[1])
+        p.wait_for(lambda: all(done(gallery_server, pid) for pid, _ in photos), 120, "delivery after outage")
+        assert router.poll() is None and worker.poll() is None, p.logs()
+        assert p.dead_letters() == []
+    finally:
+        p.stop_all()

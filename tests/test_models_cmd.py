@@ -26,7 +26,7 @@ REPO = Path(__file__).parents[1]
 
 
 def invoke(env: dict[str, str], *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["--env-file", "/nonexistent/.env", "models", *args], env=env)
+    result = CliRunner().invoke(cli, ["--env-file", "/dev/null", "models", *args], env=env)
     return result.exit_code, result.output
 
 
@@ -96,7 +96,7 @@ def test_download_without_network_fails_clearly_and_leaves_nothing(store_env: di
         "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",  # nothing listens: refused at once
     }
     done = subprocess.run(
-        [sys.executable, "-m", "mindsight", "--env-file", "/x/.env", "models", "download", "--clip"],
+        [sys.executable, "-m", "mindsight", "--env-file", "/dev/null", "models", "download", "--clip"],
         env=env, capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr

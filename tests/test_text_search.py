@@ -61,7 +61,7 @@ def indexed(
 
 
 def _search(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["--env-file", "/nonexistent/.env", "search", *args])
+    return CliRunner().invoke(cli, ["--env-file", "/dev/null", "search", *args])
 
 
 def _json(result: Result) -> dict[str, Any]:

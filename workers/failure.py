@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from rq.job import Job
 
-from shared.dead_letter import DeadLetter
+from shared.dead_letter import DeadLetter, DeadLetterQueue
 from shared.payloads import Capability
 from workers import runtime
 from workers.dispatch import Dispatcher, JobPolicy, attempt_number
@@ -71,6 +71,7 @@ def on_job_failure(
         )
         return
 
+    dlq = DeadLetterQueue(connection, policy.dlq_key)
     with connection.pipeline() as pipe:
         for payload in payloads:
             letter = DeadLetter.from_exception(
@@ -81,7 +82,7 @@ def on_job_failure(
                 worker=job.worker_name or "",
                 source_queue=policy.source_queue,
             )
-            pipe.lpush(policy.dlq_key, letter.to_json())
+            dlq.push(letter, pipe)
         pipe.execute()
     log.error(
         "job %s dead-lettered after %d attempt(s): %s: %s", job.id, attempts, type(reason).__name__, reason

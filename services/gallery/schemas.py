@@ -69,6 +69,12 @@ class AlbumIn(_Body):
     photo_ids: list[int] = Field(default_factory=list, max_length=100_000)
 
 
+class AlbumPhotosIn(_Body):
+    """POST /api/albums/{album_id}/photos (optional in the contract)."""
+
+    photo_ids: list[int] = Field(min_length=1, max_length=100_000)
+
+
 class VectorSearchIn(_Body):
     """POST /api/search/vector."""
 
@@ -84,3 +90,4 @@ class FaultIn(_Body):
     status: int | None = Field(None, ge=400, le=599)
     count: int = Field(0, ge=0)
     delay_s: float = Field(0.0, ge=0.0, le=600.0)
+    only: str | None = Field(None, max_length=200)
