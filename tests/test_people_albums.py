@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image, ImageOps
-from shared.models.face_registry import distance_threshold, load_face_analyzer
 
 from mindsight.cli.main import cli
 from services.people_albums import (
@@ -25,6 +24,7 @@ from services.people_albums import (
 )
 from shared.face_clustering import cluster_faces, eligible_faces
 from shared.gallery_client import GalleryClient
+from shared.models.face.registry import distance_threshold, load_face_analyzer
 from shared.settings import Settings
 from tests.fixtures.gallery import GalleryServer
 
