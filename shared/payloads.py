@@ -107,6 +107,8 @@ _NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 def _nesting_over(raw: bytes, limit: int) -> bool:
     """Whether the JSON text `raw` nests brackets deeper than `limit` (brackets inside strings ignored)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # the common case, decided without looking at strings
     depth = 0
     for byte in _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET):
         if byte in b"[{":
