@@ -196,6 +196,8 @@ class WorkerSettings(_Group):
     heartbeat_s: int = Field(10, validation_alias="MINDSIGHT_HEARTBEAT_S")
     abandoned_after_s: int = Field(45, validation_alias="MINDSIGHT_ABANDONED_AFTER_S")
     gallery_pause_max_s: int = Field(300, validation_alias="MINDSIGHT_GALLERY_PAUSE_MAX_S")
+    gallery_reject_after_s: int = Field(1800, validation_alias="MINDSIGHT_GALLERY_REJECT_AFTER_S")
+    """A photo whose callback keeps failing this long while the gallery accepts others is dead-lettered."""
     device: Device = Field("auto", validation_alias="MINDSIGHT_DEVICE")
     threads: int = Field(1, validation_alias="MINDSIGHT_THREADS")
     metrics_port: int = Field(0, validation_alias="MINDSIGHT_METRICS_PORT")

@@ -163,3 +163,23 @@ def test_impossible_paths_are_dead_lettered_on_the_first_attempt(
     [letter] = harness.dead_letters()
     assert letter.attempts == 1, letter
     assert letter.error_type in {"ImageDecodeError", "UnsafePath", "BadPayload"}
+
+
+def test_a_failed_batch_is_split_into_only_the_photos_not_yet_settled(
+    harness: Harness, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """[delivered, dead-lettered, hangs -> job timeout, never tried]: the split re-runs the last two only."""
+    first, hangs, last = (harness.photo(tmp_path, f"{n}.jpg") for n in ("first", "hangs", "last"))
+    bad = {**harness.photo(tmp_path, "bad.jpg"), "path": "./uploads/original/missing.jpg"}
+    harness.ctx.dispatcher.timeout_s = 2
+    harness.gallery.set_fault(delay_s=4, count=1, only=f"/photos/{hangs['photo_id']}/")
+    harness.enqueue(Capability.CLIP, [first, bad, hangs, last])
+    harness.drain()
+
+    [letter] = harness.dead_letters()
+    assert letter.payload == bad and letter.error_type == "ImageDecodeError"
+    assert len(harness.failure_callbacks(bad["photo_id"])) == len(LABELS)
+    for photo in (first, hangs, last):
+        assert harness.delivered(photo["photo_id"])
+    posts = [r["path"] for r in harness.gallery.received() if r["status"] == 200]
+    assert posts.count(f"/api/internal/photos/{first['photo_id']}/ml_result") == len(LABELS)
