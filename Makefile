@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint typecheck check bench clean docker-build demo gpu-up k8s-render image-sizes
+.PHONY: help install run test test-fast lint typecheck check bench bench-people clean docker-build demo gpu-up k8s-render image-sizes
 TARGET ?= full
 
 help: ## List targets
@@ -42,6 +42,9 @@ check: lint typecheck test ## lint + typecheck + test
 
 bench: $(STAMP) ## Throughput/latency benchmark (docs/performance.md)
 	$(BIN)/python -m benchmarks.run
+
+bench-people: $(STAMP) ## People clustering at 10k/50k/200k faces + an incremental run (docs/performance.md)
+	$(BIN)/python -m benchmarks.people_bench
 
 docker-build: ## Build an image: make docker-build TARGET=slim|full|cuda
 	docker build -f deploy/docker/Dockerfile --target $(TARGET) -t mindsight-ml:0.1.0-$(TARGET) .

@@ -103,7 +103,7 @@ def test_one_album_per_person_then_nothing_new(
     dry = run_albums("--dry-run")
     assert albums_now() == []
     assert "3 new people; would create 3 albums" in dry.output
-    assert re.search(r"faces: 15/15 photos, 16 faces, [\d.]+ photos/s", dry.output), dry.output
+    assert re.search(r"faces: 15/15 photos, [\d.]+ photos/s, eta 0s; 16 faces", dry.output), dry.output
 
     first = run_albums()
     albums = albums_now()
