@@ -40,17 +40,18 @@ class TransformersClip(ClipBackbone):
 
     def _load(self) -> None:
         import transformers
-        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+        from transformers import AutoConfig, AutoTokenizer
 
         kw: dict[str, Any] = {"local_files_only": self.local_files_only}
         # transformers 5 renamed torch_dtype to dtype; fp32 always (fp16 checkpoints would be slow on CPU).
         dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         kw_model: dict[str, Any] = {**kw, dtype_key: torch.float32}
-        model: Any = CLIPModel.from_pretrained(self.source, **kw_model)
+        model_class, processor_class = model_classes(AutoConfig.from_pretrained(self.source, **kw).model_type)
+        model: Any = model_class.from_pretrained(self.source, **kw_model)
         self._model = model.eval().to(self.device)
         self._tokenizer = AutoTokenizer.from_pretrained(self.source, **kw)
         self._tokenizer.padding_side = "right"  # TokenBatch.lengths assumes padding after the text
-        self.transform = transform_from_hf_processor(CLIPImageProcessor.from_pretrained(self.source, **kw))
+        self.transform = transform_from_hf_processor(processor_class.from_pretrained(self.source, **kw))
         config = model.config
         self.dim = int(config.projection_dim)
         self.image_size = self.transform.min_source_side
@@ -105,6 +106,17 @@ class TransformersClip(ClipBackbone):
         with torch.inference_mode():
             out = self._model.get_text_features(input_ids=ids)
         return l2_normalize(_features(out).float().cpu().numpy())
+
+
+def model_classes(model_type: str) -> tuple[Any, Any]:
+    """The transformers model and image-processor classes for a CLIP-like `model_type`."""
+    match model_type:
+        case "clip":
+            from transformers import CLIPImageProcessor, CLIPModel
+
+            return CLIPModel, CLIPImageProcessor
+        case _:
+            raise ConfigError(f"model_type {model_type!r} is not served by the transformers CLIP backend")
 
 
 def transformers_clip_embedders(

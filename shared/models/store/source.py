@@ -102,6 +102,9 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 HF_CONFIG = "config.json"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+TRANSFORMERS_CLIP_TYPES = frozenset({"clip"})
+"""config.json `model_type`s the transformers CLIP backend serves (`clip.transformers_backend.model_classes`
+has one case per entry; Chinese-CLIP would be one more of each)."""
 
 
 class ClipFamily(enum.StrEnum):
@@ -222,9 +225,10 @@ def local_family(path: Path) -> ClipFamily:
             model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {config}: {exc}") from exc
-        if model_type != "clip":
+        if model_type not in TRANSFORMERS_CLIP_TYPES:
             raise ConfigError(
-                f"{path} holds a {model_type!r} transformers model, not a CLIP model (model_type clip)"
+                f"{path} holds a {model_type!r} transformers model, not a CLIP model (model_type "
+                f"{' or '.join(sorted(TRANSFORMERS_CLIP_TYPES))})"
             )
         return ClipFamily.TRANSFORMERS
     raise ConfigError(
