@@ -115,7 +115,8 @@ class PhotoJob(BaseModel):
     models: OptionalLabels = None
 
     def capabilities(self, caption_enabled: bool) -> list[Capability]:
-        """Capabilities this job asks for, in a stable order; `clip` implies captioning when enabled."""
+        """Capabilities this job asks for, in a stable order; `clip` implies captioning when enabled,
+        unless the job names its CLIP `models` (a re-embedding: only those labels are computed)."""
         wanted: set[Capability] = set()
         for name in self.tasks:
             cap = TASK_NAMES.get(name.strip().lower())
@@ -123,7 +124,7 @@ class PhotoJob(BaseModel):
                 log.debug("photo %s: task %r belongs to the backend, ignored", self.photo_id, name)
                 continue
             wanted.add(cap)
-        if Capability.CLIP in wanted and caption_enabled:
+        if Capability.CLIP in wanted and caption_enabled and self.models is None:
             wanted.add(Capability.CAPTION)
         if not caption_enabled:
             wanted.discard(Capability.CAPTION)
