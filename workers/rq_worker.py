@@ -9,6 +9,11 @@ its job is declared abandoned at most that long after the last beat, and the nex
 `work_until_stopped` keeps a process working through Redis outages of any length: building a worker
 talks to Redis (CLIENT SETNAME, CLIENT INFO), so it is retried together with the work loop, with backoff,
 until a stop request.
+
+A stop signal (SIGTERM, Ctrl+C) never interrupts a dequeue: RQ moves a job id off the queue into
+`<queue>:intermediate` before it registers it as started, and a StopRequested raised in between left the
+job there, invisible to everyone for minutes. While a dequeue is under way the signal only asks the loop
+to stop; the dequeue waits in slices of MINDSIGHT_HEARTBEAT_S, and a job it got is run before stopping.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class MindsightWorker(SimpleWorker):
         self.abandoned_after_s = max(abandoned_after_s, 2 * heartbeat_s)
         self.pause = pause
         self.stop_requested_by_signal = False
+        self._holding_job = False  # between the start of a dequeue and the end of the job it returned
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Lease of a running job: short, because the heartbeat thread keeps renewing it."""
@@ -59,8 +65,11 @@ class MindsightWorker(SimpleWorker):
             # The worker knows how fast it is (GPU or CPU): its own MINDSIGHT_JOB_TIMEOUT_S applies.
             job.timeout = self.job_timeout_s
         execution = self.prepare_execution(job)
-        with self._beating(job, execution):
-            self.perform_job(job, queue, execution)
+        try:
+            with self._beating(job, execution):
+                self.perform_job(job, queue, execution)
+        finally:
+            self._holding_job = False
         self.set_state(WorkerStatus.IDLE)
 
     def dequeue_job_and_maintain_ttl(
@@ -68,12 +77,32 @@ class MindsightWorker(SimpleWorker):
     ) -> tuple[Job, Queue] | None:
         if self.pause is not None and self.pause.remaining() > 0:
             self.set_state(WorkerStatus.SUSPENDED)
-            self.pause.wait(tick=self.heartbeat)
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            self.pause.wait(tick=self.heartbeat)  # a stop signal here raises at once: no job is held
+        self._holding_job = True
+        result = None
+        try:
+            if timeout is None or max_idle_time is not None:  # burst mode / RQ's idle exit: one call
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                return result
+            step = max(1, min(timeout, self.heartbeat_s))
+            while result is None and not self._stop_requested:
+                # max_idle_time makes RQ return None after one empty wait instead of blocking on.
+                result = super().dequeue_job_and_maintain_ttl(step, max_idle_time=step)
+            return result
+        finally:
+            if result is None:
+                self._holding_job = False
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_requested_by_signal = True
         super().request_stop(signum, frame)
+
+    def _shutdown(self) -> None:
+        if self._holding_job:
+            # Raising StopRequested now could strand the job RQ is moving off the queue: stop after it.
+            self._stop_requested = True
+            return
+        super()._shutdown()
 
     @contextlib.contextmanager
     def _beating(self, job: Job, execution: Execution) -> Iterator[None]:

@@ -37,7 +37,9 @@ def router(ctx: click.Context) -> None:
             return False, {"redis": str(exc)}
         return True, {"consumer": the_router.consumer_id}
 
-    serve_health(settings.worker.metrics_port, ready, live_check=the_router.problems)
+    serve_health(
+        settings.worker.metrics_port, ready, host=settings.worker.metrics_host, live_check=the_router.problems
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: the_router.stop())
     the_router.run()

@@ -16,6 +16,7 @@ from rq.worker import Worker
 from mindsight.cli.common import config_errors_exit, settings_from
 from shared.payloads import Capability
 from shared.queues import CONSUMERS_SET, consumer_heartbeat, processing_list, router_unhealthy
+from shared.redaction import redact_url
 from shared.settings import Settings
 from workers.dispatch import rq_queue
 
@@ -64,7 +65,7 @@ def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
             }
         )
     return {
-        "redis": settings.redis.url.split("@")[-1],  # never print a password
+        "redis": redact_url(settings.redis.url),
         "backend_lists": {name: int(conn.llen(name)) for name in sources},
         "dead_letters": {r.photo_dlq: int(conn.llen(r.photo_dlq)), r.text_dlq: int(conn.llen(r.text_dlq))},
         "routers": consumers,

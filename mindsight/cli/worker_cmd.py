@@ -46,7 +46,7 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
             "paused_s": round(wctx.pause.remaining(), 1),
         }
 
-    serve_health(settings.worker.metrics_port, ready)
+    serve_health(settings.worker.metrics_port, ready, host=settings.worker.metrics_host)
 
     def make_worker() -> MindsightWorker:
         return MindsightWorker(
