@@ -17,6 +17,7 @@ from mindsight.cli.common import config_errors_exit, settings_from
 from shared.payloads import Capability
 from shared.queues import CONSUMERS_SET, consumer_heartbeat, processing_list
 from shared.settings import Settings
+from workers.delivery.gallery_health import describe_trouble, read_trouble
 from workers.dispatch import rq_queue
 
 
@@ -62,6 +63,7 @@ def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
         "routers": consumers,
         "queues": queues,
         "workers": workers,
+        "gallery": read_trouble(conn),
     }
 
 
@@ -81,6 +83,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     console = Console()
+    trouble = data["gallery"]
+    console.print(
+        f"gallery: {'ok' if trouble is None else describe_trouble(trouble)}", style="red" if trouble else None
+    )
     lists = Table(title=f"backend lists and dead letters ({data['redis']})")
     lists.add_column("list")
     lists.add_column("length", justify="right")
