@@ -63,8 +63,16 @@ def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
         "routers": consumers,
         "queues": queues,
         "workers": workers,
-        "gallery": read_trouble(conn),
+        "gallery": _trouble(conn, queues),
     }
+
+
+def _trouble(conn: redis.Redis, queues: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The gallery trouble record with `deferred`: the jobs waiting in the queues meanwhile."""
+    trouble = read_trouble(conn)
+    if trouble is not None:
+        trouble["deferred"] = sum(q["queued"] + q["scheduled_retries"] for q in queues)
+    return trouble
 
 
 @click.command()
@@ -85,7 +93,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     console = Console()
     trouble = data["gallery"]
     console.print(
-        f"gallery: {'ok' if trouble is None else describe_trouble(trouble)}", style="red" if trouble else None
+        f"gallery: {'ok' if trouble is None else describe_trouble(trouble, trouble['deferred'])}",
+        style="red" if trouble else None,
     )
     lists = Table(title=f"backend lists and dead letters ({data['redis']})")
     lists.add_column("list")
