@@ -86,6 +86,10 @@ class GalleryClient:
         body = {"name": name, "description": description, "photo_ids": photo_ids}
         return self._request("POST", "/api/albums", json=body).json()
 
+    def add_album_photos(self, album_id: int, photo_ids: list[int]) -> dict[str, Any]:
+        """POST /api/albums/{id}/photos: optional in the contract; GalleryRejected where it is absent."""
+        return self._request("POST", f"/api/albums/{album_id}/photos", json={"photo_ids": photo_ids}).json()
+
     def search_vector(
         self, embedding: list[float], model: str, modality: str = "image", limit: int = 20
     ) -> list[dict[str, Any]]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
+from mindsight.cli.common import settings_from
+from mindsight.cli.main import cli
 from shared.errors import ConfigError
-from shared.settings import load_settings
+from shared.settings import RedisSettings, Settings, load_settings
 from tests.deploy_support.settings_catalog import (
     COMPOSE_ONLY,
     REPO,
@@ -105,3 +109,37 @@ def test_optional_lines_parse_as_real_values(tmp_path: Path, clean_env: None) ->
     assert settings.paths.project_root is not None and settings.face.model_dir is not None
     # The active MINDSIGHT_OFFLINE=0 wins over its aliases: AliasChoices takes the first name present.
     assert settings.store.offline is False
+
+
+def test_a_named_env_file_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9 item 6: a typo in --env-file is an error, not a silent run against the default Redis."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--env-file", str(tmp_path / "typo.env"), "dlq", "ls"])
+    assert result.exit_code == 2, result.output
+    assert "typo.env" in result.output and "does not exist" in result.output
+
+
+def test_the_implicit_env_file_is_optional(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
+    """Without --env-file, a missing ./.env is fine; a present one is read."""
+    monkeypatch.chdir(tmp_path)
+    assert settings_of(CliRunner(), []).redis.url == RedisSettings.model_fields["url"].default
+    (tmp_path / ".env").write_text("REDIS_URL=redis://127.0.0.1:6379/14\n")
+    assert settings_of(CliRunner(), []).redis.url == "redis://127.0.0.1:6379/14"
+
+
+def settings_of(runner: CliRunner, args: list[str]) -> Settings:
+    """The Settings a subcommand would load, through the real root group and its --env-file handling."""
+    seen: list[Settings] = []
+
+    @click.command("probe")
+    @click.pass_context
+    def probe(ctx: click.Context) -> None:
+        seen.append(settings_from(ctx))
+
+    # The real root group's option and callback, with a probe as its only subcommand.
+    root = click.Group("mindsight", params=cli.params, callback=cli.callback, commands=[probe])
+    result = runner.invoke(root, [*args, "probe"])
+    assert result.exit_code == 0, result.output
+    return seen[0]

@@ -26,7 +26,7 @@ def test_serve_group_lists_both_services_without_importing_them() -> None:
 
 
 def test_placeholder_internal_token_is_refused(tmp_path: Path) -> None:
-    argv = ["--env-file", str(tmp_path / "absent.env"), "serve", "gallery-dev", "--root", str(tmp_path / "g")]
+    argv = ["--env-file", "/dev/null", "serve", "gallery-dev", "--root", str(tmp_path / "g")]
     result = CliRunner().invoke(cli, argv, env={"PROCESSING_INTERNAL_TOKEN": "changeme"})
     assert result.exit_code == 2 and "PROCESSING_INTERNAL_TOKEN" in result.output
     assert not (tmp_path / "g").exists()
@@ -43,7 +43,7 @@ def test_gallery_dev_prints_a_token_and_serves(tmp_path: Path) -> None:
             "-m",
             "mindsight",
             "--env-file",
-            str(tmp_path / "absent.env"),
+            "/dev/null",
             "serve",
             "gallery-dev",
             "--port",

@@ -19,7 +19,7 @@ from services.text_search import load_query_model
 from shared.gallery_client import GalleryClient
 from shared.gallery_contract import MlResultIn
 from shared.images import load_image
-from shared.models.clip_registry import ClipModel
+from shared.models.clip.registry import ClipModel
 from shared.settings import Settings
 from tests.fixtures.gallery import GalleryServer
 
@@ -59,7 +59,7 @@ def indexed(
 
 
 def _search(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["--env-file", "/nonexistent/.env", "search", *args])
+    return CliRunner().invoke(cli, ["--env-file", "/dev/null", "search", *args])
 
 
 def _json(result: Result) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def test_only_the_requested_model_is_loaded(
     make_settings: Callable[..., Settings], tiny_clip_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(**tiny_clip_env, MINDSIGHT_DEVICE="cpu")
-    with caplog.at_level(logging.INFO, logger="shared.models.clip_registry"):
+    with caplog.at_level(logging.INFO, logger="shared.models.clip.registry"):
         model = load_query_model(settings, "tiny-oc")
     assert model.label == "tiny-oc" and model.text.loaded
     loaded = [r.getMessage() for r in caplog.records if "loaded CLIP model" in r.getMessage()]

@@ -6,6 +6,10 @@ extends the job's lease every MINDSIGHT_HEARTBEAT_S by MINDSIGHT_ABANDONED_AFTER
 its job is declared abandoned at most that long after the last beat, and the next registry clean-up
 (every few seconds, by the router) hands it to the failure policy (retry or split).
 
+`work_until_stopped` keeps a process working through Redis outages of any length: building a worker
+talks to Redis (CLIENT SETNAME, CLIENT INFO), so it is retried together with the work loop, with backoff,
+until a stop request.
+
 A stop signal (SIGTERM, Ctrl+C) never interrupts a dequeue: RQ moves a job id off the queue into
 `<queue>:intermediate` before it registers it as started, and a StopRequested raised in between left the
 job there, invisible to everyone for minutes. While a dequeue is under way the signal only asks the loop
@@ -16,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import redis
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
@@ -119,3 +125,36 @@ class MindsightWorker(SimpleWorker):
         finally:
             stop.set()
             thread.join(timeout=5)
+
+
+RESTART_BACKOFF_MAX_S = 30.0
+"""Longest wait between two attempts to rebuild the worker while Redis is unreachable."""
+
+
+def work_until_stopped(make_worker: Callable[[], MindsightWorker], burst: bool = False) -> None:
+    """Build a worker and work; rebuild it (models kept) whenever the loop ends for any reason but a stop.
+
+    Nothing but SIGTERM/SIGINT (or the end of a burst) ends this: a Redis outage of any length, while
+    building or while working, is waited out with backoff.
+    """
+    stop = threading.Event()
+    backoff = 1.0
+    while not stop.is_set():
+        worker: MindsightWorker | None = None
+        try:
+            worker = make_worker()
+            worker.work(burst=burst, logging_level=None)
+        except redis.RedisError as exc:
+            log.warning("worker lost Redis: %s", exc)
+        except Exception:  # the loop is ours to keep: log it, rebuild, carry on
+            log.exception("worker loop failed")
+        if worker is not None and (burst or worker.stop_requested_by_signal):
+            return
+        # Between workers no RQ signal handler is ours: a stop request must end the wait, not the process.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+        log.warning("worker loop ended (Redis unreachable?); rebuilding in %.0fs", backoff)
+        stop.wait(backoff)
+        backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
+    log.info("worker stopped while waiting for Redis")

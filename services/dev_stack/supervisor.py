@@ -47,7 +47,10 @@ class Supervisor:
         self.signals = 0
 
     def argv(self, args: Sequence[str]) -> list[str]:
-        return [sys.executable, "-m", "mindsight", "--env-file", self.env_file, *args]
+        # The children read the same file; an absent implicit ./.env is passed as no file at all, since
+        # `--env-file` refuses a path that does not exist.
+        env_file = ["--env-file", self.env_file] if (self.cwd / self.env_file).exists() else []
+        return [sys.executable, "-m", "mindsight", *env_file, *args]
 
     def start(self, name: str, args: Sequence[str], last: bool = False) -> Child:
         """Start a long-lived service; its exit before `stop_all()` fails the run."""

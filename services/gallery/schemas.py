@@ -24,6 +24,12 @@ class AlbumIn(_Body):
     photo_ids: list[int] = Field(default_factory=list, max_length=100_000)
 
 
+class AlbumPhotosIn(_Body):
+    """POST /api/albums/{album_id}/photos (optional in the contract)."""
+
+    photo_ids: list[int] = Field(min_length=1, max_length=100_000)
+
+
 class VectorSearchIn(_Body):
     """POST /api/search/vector."""
 

@@ -10,7 +10,7 @@ from PIL import Image
 from shared.gallery_client import GalleryClient
 from shared.gallery_contract import MlResultIn
 from shared.models.base import Captioner
-from shared.models.clip_registry import ClipModel
+from shared.models.clip.registry import ClipModel
 from shared.payloads import Capability, PhotoJob
 from workers.photo_decoder import DecodedPhoto
 from workers.tasks.base import PhotoTask
