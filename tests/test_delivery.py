@@ -138,6 +138,21 @@ def test_a_lone_surrogate_in_a_text_job_is_dead_lettered_once(harness: Harness, 
     assert harness.gallery.text_query(8) is not None
 
 
+def write_png_bomb(path: Path, side: int = 40_000) -> None:
+    """A 200-byte PNG whose header claims 40000x40000 pixels (1.6 GP): refused before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\x00" * 1024)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
+
+
 @pytest.mark.parametrize(
     "make_path",
     [
@@ -146,8 +161,9 @@ def test_a_lone_surrogate_in_a_text_job_is_dead_lettered_once(harness: Harness, 
         lambda root: ("~nosuchuser-4711/x.jpg", None),
         lambda root: ("fifo.jpg", lambda p: __import__("os").mkfifo(p)),
         lambda root: ("dir.jpg", lambda p: p.mkdir()),
+        lambda root: ("bomb.png", write_png_bomb),
     ],
-    ids=["symlink-loop", "enametoolong", "unknown-user", "fifo", "directory"],
+    ids=["symlink-loop", "enametoolong", "unknown-user", "fifo", "directory", "bomb-png"],
 )
 def test_impossible_paths_are_dead_lettered_on_the_first_attempt(
     harness: Harness, tmp_path: Path, make_path: Any
