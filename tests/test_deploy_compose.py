@@ -18,7 +18,7 @@ import yaml
 from tests.deploy_support import dockerfile_stages as dfs
 from tests.deploy_support.cli_paths import resolve
 from tests.deploy_support.settings_catalog import REPO, example_lines
-from tests.deploy_support.tools import CHECK_TOKEN, compose_config, compose_project, tool
+from tests.deploy_support.tools import CHECK_TOKEN, compose_config, compose_project, kustomize, tool
 
 COMPOSE = REPO / "docker-compose.yml"
 GPU = REPO / "deploy/docker-compose.gpu.yml"
@@ -85,7 +85,9 @@ def test_services_and_profiles(project: Path, services: dict[str, Any]) -> None:
 
 def test_x_worker_anchor_keeps_workers_identical_but_for_their_command(services: dict[str, Any]) -> None:
     assert "x-worker:" in COMPOSE.read_text() and "<<: *worker" in COMPOSE.read_text()
-    shapes = [{k: v for k, v in services[w].items() if k != "command"} for w in sorted(WORKERS)]
+    shapes = [
+        {k: v for k, v in services[w].items() if k not in ("command", "deploy")} for w in sorted(WORKERS)
+    ]
     assert all(shape == shapes[0] for shape in shapes)
     assert sorted(services[w]["command"] for w in WORKERS) == [
         ["worker", c] for c in sorted(("caption", "clip", "face", "text"))
@@ -285,3 +287,32 @@ def test_addresses_set_in_env_file_win(tmp_path: Path) -> None:
     demo = compose_config(project, "--profile", "demo")["services"]
     # The demo's uploader talks to the demo gallery whatever the workers use.
     assert demo["enqueue-samples"]["environment"]["API_BASE_URL"] == "http://gallery-dev:5800"
+
+
+UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+DOC_ROW = re.compile(r"^\| ([\w-]+)(?: \(one-shot\))? \| (\d+) (MiB|GiB) \|", re.M)
+
+
+def k8s_bytes(quantity: str) -> int:
+    return int(quantity[:-2]) * UNITS[quantity[-2:]]
+
+
+def test_memory_limits_equal_the_k8s_limits_and_the_documented_table(services: dict[str, Any]) -> None:
+    """Issue 9 item 9: compose gets the memory figures docs/deployment.md lists, the k8s limits too."""
+    documented = {
+        name: int(n) * (2**20 if unit == "MiB" else 2**30)
+        for name, n, unit in DOC_ROW.findall((REPO / "docs/deployment.md").read_text())
+    }
+    k8s = {}
+    for res in kustomize(REPO / "deploy/k8s/base"):
+        if res["kind"] in ("Deployment", "StatefulSet", "Job"):
+            (container,) = res["spec"]["template"]["spec"]["containers"]
+            name = {"models-download": "models"}.get(res["metadata"]["name"], res["metadata"]["name"])
+            k8s[name] = k8s_bytes(container["resources"]["limits"]["memory"])
+    compose = {
+        name: int(svc["deploy"]["resources"]["limits"]["memory"])
+        for name, svc in services.items()
+        if not svc.get("profiles")
+    }
+    assert set(compose) == CORE
+    assert compose == k8s == documented
