@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.settings import load_settings
 from tests.deploy_support import dockerfile_stages as dfs
 from tests.deploy_support.cli_paths import resolve
-from tests.deploy_support.settings_catalog import REPO, example_lines
+from tests.deploy_support.model_locations import model_locations
+from tests.deploy_support.settings_catalog import REPO, example_lines, settings_env_vars
 from tests.deploy_support.tools import CHECK_TOKEN, compose_config, compose_project, kustomize, tool
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -316,3 +318,44 @@ def test_memory_limits_equal_the_k8s_limits_and_the_documented_table(services: d
     }
     assert set(compose) == CORE
     assert compose == k8s == documented
+
+
+def image_env(df: dfs.Dockerfile, target: str) -> dict[str, str]:
+    """ENV of an image target (inherited stages included), as `KEY=value` pairs of BuildKit's parse."""
+    env: dict[str, str] = {}
+    for stage in reversed(df.lineage(target)):
+        for instr in stage.all("ENV"):
+            env.update(zip(instr.args[::2], instr.args[1::2], strict=True))
+    return env
+
+
+def image_home(df: dfs.Dockerfile, target: str) -> str:
+    runs = " ".join(i.value for s in df.lineage(target) for i in s.all("RUN"))
+    match = re.search(r"--home-dir (\S+)", runs)
+    assert match, f"{target}: no app user home"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("name", sorted(WORKERS | {"embed-api", "models"}))
+def test_every_model_resolves_inside_the_one_models_volume(
+    services: dict[str, Any], df: dfs.Dockerfile, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLIP, BLIP, the face pack, the ONNX exports and the hub cache all live on the `models` volume.
+
+    Rendered by the real compose, with the image's ENV and the app user's HOME, through the production
+    download plan: a model outside the volume is downloaded by the `models` one-shot and never found.
+    """
+    svc = services[name]
+    env = {**image_env(df, svc["build"]["target"]), **svc["environment"], "HOME": image_home(df, "full")}
+    for var in settings_env_vars():
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    locations = model_locations(load_settings(None), env)
+    volume = mounts(svc)["/models"]
+    assert volume["source"] == "models" and volume["type"] == "volume"
+    assert {"clip", "caption", "face"} <= {key.split(":")[0] for key in locations}
+    outside = {key: str(path) for key, path in locations.items() if not path.is_relative_to("/models")}
+    if set(outside) == {f"face:{env['FACE_MODEL_NAME']}"}:
+        pytest.xfail(f"issue 9 item 1 (helper i10-models): the face pack resolves to {outside}")
+    assert not outside, f"{name}: outside the models volume: {outside}"
