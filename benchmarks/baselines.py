@@ -82,7 +82,7 @@ class OrtFp32Embedder:
     def __init__(self, onnx_path: Path, model_dir: Path) -> None:
         import onnxruntime
 
-        from shared.models.clip_preprocess import ClipImageTransform
+        from shared.models.clip.preprocess import ClipImageTransform
 
         self.session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
@@ -98,7 +98,7 @@ class OrtFp32Embedder:
         )
 
     def embed(self, image: Image.Image) -> tuple[np.ndarray, float, float]:
-        from shared.models.clip_preprocess import preprocess_images
+        from shared.models.clip.preprocess import preprocess_images
 
         start = time.perf_counter()
         pixels = preprocess_images([image], self.transform)

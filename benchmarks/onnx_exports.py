@@ -29,14 +29,14 @@ class OnnxExports:
 
 
 def _folder(model: BenchModel, precision: str) -> Path:
-    from shared.models.onnx_manifest import default_export_root, export_dir
+    from shared.models.onnx.manifest import default_export_root, export_dir
 
     return export_dir(default_export_root(model.models_dir), model.label, precision)  # type: ignore[arg-type]
 
 
 def _export_both(model: BenchModel, workdir: Path, log: Callable[[str], None]) -> None:
     """`mindsight models export --label L --int8` (fp32 and int8, checked) unless both are there."""
-    from shared.models.onnx_manifest import is_onnx_export
+    from shared.models.onnx.manifest import is_onnx_export
 
     if all(is_onnx_export(_folder(model, p)) for p in ("fp32", "int8")):
         return
@@ -54,10 +54,10 @@ def _export_both(model: BenchModel, workdir: Path, log: Callable[[str], None]) -
 def ensure_exports(model: BenchModel, workdir: Path, log: Callable[[str], None]) -> OnnxExports:
     """fp32 and int8 exports of `model`, made if missing; an OnnxExports with `problem` set if impossible."""
     try:
-        from shared.models.onnx_manifest import read_manifest
+        from shared.models.onnx.manifest import read_manifest
     except ImportError:
         return OnnxExports(problem="this checkout has no ONNX backend")
-    from shared.models.onnx_manifest import is_onnx_export
+    from shared.models.onnx.manifest import is_onnx_export
 
     cli = Path(__file__).resolve().parent.parent / "mindsight/cli/models_cmd.py"
     if not cli.is_file() and not all(is_onnx_export(_folder(model, p)) for p in ("fp32", "int8")):

@@ -1,10 +1,16 @@
-"""People albums: find faces in the user's photos, group them into people, create one album per person.
+"""People albums: find faces in the user's photos, group them into people, keep one album per person.
 
 Photos are listed through the gallery's user API and read from local disk (PROJECT_ROOT /
-UPLOAD_BASE_DIR), as the legacy `people_album.py` did. Re-running is safe: each album's description
-carries a fingerprint of its photo-id set (`mindsight-people:<sha1[:12]>`), and a person whose photo set
-matches an existing album (same fingerprint in its description, or the same photo ids) is not created
-again. A person who gains photos gets a new album; the old one is left alone for the user to delete.
+UPLOAD_BASE_DIR), as the legacy `people_album.py` did. Only photos not scanned before are read: the
+people found so far live in MINDSIGHT_PEOPLE_STATE_DIR (services/people_state.py), new faces join them
+(services/people_incremental.py), and the rest are clustered into new people.
+
+Re-running is safe: state is saved before any album is made, and each album's description carries a
+fingerprint of the photo-id set it was created with (`mindsight-people:<sha1[:12]>`), so a person whose
+album already exists (same fingerprint, or the same photo ids: e.g. state lost after a crash) adopts it
+instead of getting a second one. A person who gains photos gets them added to its album through the
+optional POST /api/albums/{id}/photos; where the gallery lacks it, the photos stay pending in the state
+(reported on every run) and are added once the gallery has the endpoint.
 """
 
 from __future__ import annotations
@@ -13,13 +19,17 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.errors import ImageDecodeError, UnsafePath
-from shared.face_clustering import FaceRecord, Person, cluster_faces, eligible_faces
+from services.people_incremental import PeopleUpdate, update_people
+from services.people_state import PeopleState, load_state, save_state
+from shared.errors import GalleryRejected, ImageDecodeError, UnsafePath
+from shared.face_clustering import FaceRecord, eligible_faces
+from shared.face_progress import Eta, Progress
 from shared.gallery_client import GalleryClient
 from shared.images import load_image
 from shared.models.base import FaceAnalyzer
@@ -33,8 +43,6 @@ MARKER = "mindsight-people:"
 
 PROGRESS_EVERY = 25
 """Photos between two progress lines."""
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -60,12 +68,18 @@ class AlbumsReport:
     """What a run saw and did."""
 
     photos: int = 0
+    photos_new: int = 0
     photos_skipped: int = 0
+    skipped_ids: set[int] = field(default_factory=set)
     faces: int = 0
     faces_used: int = 0
+    people_known: int = 0
     groups: list[PersonGroup] = field(default_factory=list)
+    grown: dict[str, int] = field(default_factory=dict)
     created: list[dict[str, Any]] = field(default_factory=list)
     already_present: list[PersonGroup] = field(default_factory=list)
+    photos_added: int = 0
+    photos_pending: int = 0
     seconds: float = 0.0
 
 
@@ -87,7 +101,7 @@ def collect_faces(
     """Detect and embed the faces of each photo read from local disk; unreadable photos are skipped."""
     records: list[FaceRecord] = []
     roots = paths.roots()
-    start = time.perf_counter()
+    eta = Eta(len(photos), "photos")
     for n, photo in enumerate(photos, 1):
         try:
             image = load_image(resolve_photo_path(photo_source(photo), roots))
@@ -95,26 +109,12 @@ def collect_faces(
             records.extend(FaceRecord(int(photo["id"]), f.bbox, f.score, f.embedding) for f in faces)
         except (UnsafePath, ImageDecodeError) as exc:
             report.photos_skipped += 1
+            report.skipped_ids.add(int(photo["id"]))
             log.warning("photo %s skipped: %s", photo.get("id"), exc)
         if n % PROGRESS_EVERY == 0 or n == len(photos):
-            rate = n / max(time.perf_counter() - start, 1e-9)
-            progress(f"faces: {n}/{len(photos)} photos, {len(records)} faces, {rate:.1f} photos/s")
-    report.photos = len(photos)
+            progress(f"faces: {eta.line(n)}; {len(records)} faces")
     report.faces = len(records)
     return records
-
-
-def plan_groups(
-    records: Sequence[FaceRecord], face: FaceSettings, threshold: float, min_faces: int
-) -> tuple[list[PersonGroup], int]:
-    """(one PersonGroup per person with at least `min_faces` faces, number of faces clustered)."""
-    usable = eligible_faces(records, face.min_score, face.min_face_px)
-    people: list[Person] = cluster_faces(usable, threshold, min_faces)
-    groups = [
-        PersonGroup(name=f"Person {i}", photo_ids=p.photo_ids, face_count=len(p.faces))
-        for i, p in enumerate(people, 1)
-    ]
-    return groups, len(usable)
 
 
 def already_made(group: PersonGroup, albums: Sequence[dict[str, Any]]) -> bool:
@@ -140,21 +140,78 @@ def next_person_number(albums: Sequence[dict[str, Any]]) -> int:
     return max(numbers, default=0) + 1
 
 
+def find_album(group: PersonGroup, albums: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The album made for this group before (same fingerprint or exactly its photo ids), if any."""
+    for album in albums:
+        if already_made(group, [album]):
+            return album
+    return None
+
+
+def person_group(state: PeopleState, row: int) -> PersonGroup:
+    """The album-to-be of person `row`: its name (or a placeholder) and the photos it will hold."""
+    person = state.people[row]
+    photos = sorted(set(person.photo_ids) | set(person.pending))
+    return PersonGroup(person.name or f"person #{person.person_id}", photos, int(state.counts[row]))
+
+
 def create_albums(
-    client: GalleryClient, groups: Sequence[PersonGroup], report: AlbumsReport, progress: Progress
+    client: GalleryClient, state: PeopleState, folder: Path, report: AlbumsReport, progress: Progress
 ) -> None:
-    """Create the albums not already present; names continue after the existing 'Person N' albums."""
+    """Give every person without an album one (adopting an album made before), saving state after each."""
     albums = client.list_albums()
     number = next_person_number(albums)
-    for group in groups:
-        if already_made(group, albums):
-            report.already_present.append(group)
+    for row, person in enumerate(state.people):
+        if person.album_id is not None:
             continue
-        named = PersonGroup(f"Person {number}", group.photo_ids, group.face_count)
-        number += 1
-        album = client.create_album(named.name, named.description, named.photo_ids)
-        report.created.append(album)
-        progress(f"created album {named.name!r}: {len(named.photo_ids)} photos, {named.face_count} faces")
+        group = PersonGroup(f"Person {number}", sorted(person.pending), int(state.counts[row]))
+        album = find_album(group, albums)
+        if album is not None:
+            report.already_present.append(group)
+        else:
+            number += 1
+            album = client.create_album(group.name, group.description, group.photo_ids)
+            report.created.append(album)
+            progress(f"created album {group.name!r}: {len(group.photo_ids)} photos, {group.face_count} faces")
+        person.album_id, person.name = int(album["id"]), str(album.get("name") or group.name)
+        person.photo_ids, person.pending = sorted(set(person.photo_ids) | set(person.pending)), []
+        save_state(folder, state, arrays_changed=False)
+
+
+def grow_albums(
+    client: GalleryClient, state: PeopleState, folder: Path, report: AlbumsReport, progress: Progress
+) -> None:
+    """Add each person's pending photos to its album; where the gallery refuses, they stay pending."""
+    for person in state.people:
+        if person.album_id is None or not person.pending:
+            continue
+        try:
+            client.add_album_photos(person.album_id, sorted(person.pending))
+        except GalleryRejected as exc:
+            pending = sum(len(p.pending) for p in state.people)
+            progress(
+                f"cannot add photos to existing albums ({exc}); {pending} photos stay pending until the "
+                "gallery has POST /api/albums/{id}/photos"
+            )
+            return
+        report.photos_added += len(person.pending)
+        progress(f"added {len(person.pending)} photos to {person.name!r}")
+        person.photo_ids, person.pending = sorted(set(person.photo_ids) | set(person.pending)), []
+        save_state(folder, state, arrays_changed=False)
+
+
+def describe_update(
+    state: PeopleState, update: PeopleUpdate, report: AlbumsReport, progress: Progress
+) -> None:
+    """Fill the report with what the update changes, and print it."""
+    for row in update.created:
+        report.groups.append(person_group(state, row))
+    for row, faces in sorted(update.grown.items()):
+        group = person_group(state, row)
+        report.grown[group.name] = faces
+        progress(f"{group.name}: +{faces} faces, photos {sorted(state.people[row].pending)}")
+    for n, group in enumerate(report.groups, 1):
+        progress(f"new person {n}: {group.face_count} faces, photos {group.photo_ids}")
 
 
 def run_people_albums(
@@ -169,17 +226,30 @@ def run_people_albums(
     dry_run: bool = False,
     progress: Progress = print,
 ) -> AlbumsReport:
-    """List photos, find and group faces, then create one album per person (or only print in dry runs)."""
+    """Scan new photos, add their faces to known people or new ones, then bring the albums up to date
+    (in dry runs only print what would change; nothing is written)."""
     started = time.perf_counter()
     report = AlbumsReport()
+    folder = face.people_state_dir
+    state = load_state(folder, f"{face.backend}:{face.model_label}:{face.embedding_dim}")
+    report.people_known = len(state.people)
     photos = client.list_photos(limit=max_photos)
-    progress(f"{len(photos)} photos to scan (threshold {threshold:g}, at least {min_faces} faces per person)")
-    records = collect_faces(photos, analyzer, paths, report, progress)
-    report.groups, report.faces_used = plan_groups(records, face, threshold, min_faces)
-    if dry_run:
-        for g in report.groups:
-            progress(f"{g.name}: {g.face_count} faces, photos {g.photo_ids}")
-    else:
-        create_albums(client, report.groups, report, progress)
+    fresh = [p for p in photos if int(p["id"]) not in state.scanned]
+    report.photos, report.photos_new = len(photos), len(fresh)
+    progress(
+        f"{len(fresh)} new of {len(photos)} photos to scan, {len(state.people)} people known "
+        f"(threshold {threshold:g}, at least {min_faces} faces per person)"
+    )
+    records = collect_faces(fresh, analyzer, paths, report, progress)
+    usable: list[FaceRecord] = eligible_faces(records, face.min_score, face.min_face_px)
+    report.faces_used = len(usable)
+    update = update_people(state, usable, threshold, min_faces, progress)
+    state.scanned |= {int(p["id"]) for p in fresh} - report.skipped_ids
+    describe_update(state, update, report, progress)
+    if not dry_run:
+        save_state(folder, state)
+        create_albums(client, state, folder, report, progress)
+        grow_albums(client, state, folder, report, progress)
+    report.photos_pending = sum(len(p.pending) for p in state.people if p.album_id is not None)
     report.seconds = time.perf_counter() - started
     return report

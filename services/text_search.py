@@ -14,7 +14,7 @@ from shared.device import resolve_device
 from shared.errors import UnknownModel
 from shared.gallery_client import GalleryClient
 from shared.images import load_image
-from shared.models.clip_registry import ClipModel, load_clip_models
+from shared.models.clip.registry import ClipModel, load_clip_models
 from shared.settings import Settings
 
 MAX_LIMIT = 1000

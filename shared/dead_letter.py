@@ -44,7 +44,19 @@ class DeadLetter:
         return cls(error_type=error_type, error=message, **kw)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        """The stored form: readable UTF-8 JSON, or all-ASCII escapes when a string cannot be UTF-8.
+
+        Never raises: a lone surrogate ("\\ud800" is a valid JSON escape, so payloads carry them) makes
+        the UTF-8 form unencodable; the escaped form holds the same text and reads back identically,
+        so writing a dead letter can never itself fail (a dead letter of a dead letter is impossible).
+        """
+        data = asdict(self)
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=repr)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, default=repr)
+        return text
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DeadLetter:

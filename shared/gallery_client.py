@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from shared.errors import GalleryAuthError, GalleryRejected, GalleryUnavailable
+from shared.gallery_contract import FaceIn, FacesIn, MlResultIn, TextQueryIn
 from shared.settings import GallerySettings
 
 log = logging.getLogger(__name__)
@@ -47,19 +48,19 @@ class GalleryClient:
         )
 
     # -- internal callbacks -------------------------------------------------------------------------
-    def post_ml_result(self, photo_id: int, body: dict[str, Any]) -> None:
+    def post_ml_result(self, photo_id: int, body: MlResultIn) -> None:
         """POST /api/internal/photos/{id}/ml_result (image or caption embedding, or a failure)."""
-        self._request("POST", f"/api/internal/photos/{photo_id}/ml_result", json=body)
+        self._request("POST", f"/api/internal/photos/{photo_id}/ml_result", json=body.wire())
 
-    def post_faces(self, photo_id: int, faces: list[dict[str, Any]]) -> None:
+    def post_faces(self, photo_id: int, faces: list[FaceIn]) -> None:
         """POST /api/internal/photos/{id}/faces; an empty list says "processed, no face"."""
-        self._request("POST", f"/api/internal/photos/{photo_id}/faces", json={"faces": faces})
+        body = FacesIn(faces=faces)
+        self._request("POST", f"/api/internal/photos/{photo_id}/faces", json=body.wire())
 
     def post_text_embedding(self, request_id: int, embedding: list[float], model: str) -> None:
         """POST /api/internal/text_queries/{request_id}."""
-        self._request(
-            "POST", f"/api/internal/text_queries/{request_id}", json={"embedding": embedding, "model": model}
-        )
+        body = TextQueryIn(embedding=embedding, model=model)
+        self._request("POST", f"/api/internal/text_queries/{request_id}", json=body.wire())
 
     # -- user API (CLI tools) -----------------------------------------------------------------------
     def list_photos(self, limit: int = 0, page_size: int = 200) -> list[dict[str, Any]]:
@@ -84,6 +85,10 @@ class GalleryClient:
         """POST /api/albums."""
         body = {"name": name, "description": description, "photo_ids": photo_ids}
         return self._request("POST", "/api/albums", json=body).json()
+
+    def add_album_photos(self, album_id: int, photo_ids: list[int]) -> dict[str, Any]:
+        """POST /api/albums/{id}/photos: optional in the contract; GalleryRejected where it is absent."""
+        return self._request("POST", f"/api/albums/{album_id}/photos", json={"photo_ids": photo_ids}).json()
 
     def search_vector(
         self, embedding: list[float], model: str, modality: str = "image", limit: int = 20

@@ -1,9 +1,9 @@
 """Prometheus metrics shared by the router and workers, and the small health/metrics HTTP endpoint.
 
-Every long-running process serves GET /healthz (alive), /readyz (models loaded, Redis reachable) and
-/metrics on MINDSIGHT_METRICS_PORT (0 = off; the images, compose and k8s set 9100), so compose,
-Kubernetes and Prometheus can watch it. Every metric of ours is named `mindsight_*` (the embed API's
-too); the rest are prometheus_client's standard process_/python_ collectors.
+Every long-running process serves GET /healthz (alive: 503 when a consumer is dead or stuck), /readyz
+(models loaded, Redis reachable) and /metrics on MINDSIGHT_METRICS_PORT (0 = off; the images, compose
+and k8s set 9100), so compose, Kubernetes and Prometheus can watch it. Every metric of ours is named
+`mindsight_*` (the embed API's too); the rest are prometheus_client's standard process_/python_ collectors.
 """
 
 from __future__ import annotations
@@ -95,25 +95,38 @@ def record_models(capability: str, described: Mapping[str, Any], gauge: Gauge = 
 
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]
+LiveCheck = Callable[[], list[str]]
+"""Returns why the process is not alive (a dead or stuck consumer); empty when it is."""
 
 
 class _Handler(BaseHTTPRequestHandler):
     ready_check: ReadyCheck = staticmethod(lambda: (True, {}))
+    live_check: LiveCheck = staticmethod(lambda: [])
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         if self.path.startswith("/healthz"):
-            self._send(200, "application/json", b'{"status":"ok"}')
+            problems = self._problems()
+            state = {"status": "unhealthy", "problems": problems} if problems else {"status": "ok"}
+            self._send(503 if problems else 200, "application/json", json.dumps(state).encode())
         elif self.path.startswith("/readyz"):
             try:
                 ok, detail = type(self).ready_check()
             except Exception as exc:  # a readiness probe must answer, not crash
                 ok, detail = False, {"error": str(exc)}
+            if problems := self._problems():  # not alive is not ready either
+                ok, detail = False, {**detail, "problems": problems}
             body = json.dumps({"ready": ok, **detail}, default=str).encode()
             self._send(200 if ok else 503, "application/json", body)
         elif self.path.startswith("/metrics"):
             self._send(200, CONTENT_TYPE_LATEST, generate_latest())
         else:
             self._send(404, "application/json", b'{"error":"not found"}')
+
+    def _problems(self) -> list[str]:
+        try:
+            return type(self).live_check()
+        except Exception as exc:  # a liveness probe must answer, not crash
+            return [f"liveness check failed: {exc}"]
 
     def _send(self, status: int, ctype: str, body: bytes) -> None:
         self.send_response(status)
@@ -126,11 +139,19 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-def serve_health(port: int, ready_check: ReadyCheck, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
-    """Start the /healthz /readyz /metrics endpoint in a daemon thread; None when port is 0."""
+def serve_health(
+    port: int, ready_check: ReadyCheck, host: str = "0.0.0.0", live_check: LiveCheck | None = None
+) -> ThreadingHTTPServer | None:
+    """Start the /healthz /readyz /metrics endpoint in a daemon thread; None when port is 0.
+
+    /healthz answers 503 with the problems when `live_check` reports any, so an orchestrator restarts us.
+    """
     if not port:
         return None
-    handler = type("HealthHandler", (_Handler,), {"ready_check": staticmethod(ready_check)})
+    attrs: dict[str, Any] = {"ready_check": staticmethod(ready_check)}
+    if live_check is not None:
+        attrs["live_check"] = staticmethod(live_check)
+    handler = type("HealthHandler", (_Handler,), attrs)
     server = ThreadingHTTPServer((host, port), handler)
     threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
     log.info("health and metrics on http://%s:%d/{healthz,readyz,metrics}", host, port)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.errors import ImageDecodeError, UnsafePath
+from shared.errors import BadPayload, ImageDecodeError, UnsafePath
 
 
 def resolve_photo_path(path: str, roots: Sequence[Path]) -> Path:
@@ -18,7 +18,21 @@ def resolve_photo_path(path: str, roots: Sequence[Path]) -> Path:
     """
     if not path or "\x00" in path:
         raise UnsafePath(f"photo path {path!r} is empty or contains NUL")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadPayload(f"photo path {path!r} is not valid UTF-8 text (lone surrogate)") from exc
     real_roots = [r.expanduser().resolve() for r in roots]
+    try:
+        return _resolve(path, real_roots)
+    except (OSError, RuntimeError, ValueError) as exc:
+        # A symlink loop (RuntimeError), ENAMETOOLONG, `~nosuchuser`: the same on every retry.
+        raise ImageDecodeError(
+            f"photo path {path!r} cannot be resolved: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _resolve(path: str, real_roots: list[Path]) -> Path:
     raw = Path(path).expanduser()
     candidates: list[Path] = []
     if raw.is_absolute():

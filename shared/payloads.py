@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from shared.errors import BadPayload
 
@@ -32,15 +33,42 @@ TASK_NAMES: dict[str, Capability] = {
 """Task names in photo jobs that belong to us. Anything else (`thumbnail`, ...) is the backend's."""
 
 
+MAX_ID = 2**63 - 1
+"""Ids are stored by the gallery as signed 64-bit integers; a larger one cannot be delivered (SQLite
+overflow: the gallery answers 500 forever), so it is refused here, before any work is done."""
+
+MAX_TASKS = 64
+"""A photo job names a handful of tasks; a longer list is a broken or hostile producer."""
+
+
+def _clean_text(value: str) -> str:
+    # A lone surrogate (a valid JSON escape) cannot be encoded as UTF-8: it would fail later, in the
+    # model, the callback or the dead letter. NUL ends C strings and paths. Neither is ever meant.
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"contains a lone surrogate at position {exc.start}") from None
+    return value
+
+
+Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+"""A photo, user or request id: an int (bool and float refused) the gallery can store."""
+
+Text = Annotated[StrictStr, AfterValidator(_clean_text)]
+"""A string that encodes as UTF-8 and holds no NUL."""
+
+
 class PhotoJob(BaseModel):
     """`{"photo_id", "user_id", "path", "tasks"}` as pushed on REDIS_QUEUE_NAME; extra fields ignored."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    photo_id: StrictInt
-    user_id: StrictInt
-    path: StrictStr
-    tasks: list[StrictStr]
+    photo_id: Id
+    user_id: Id
+    path: Text
+    tasks: Annotated[list[Text], Field(max_length=MAX_TASKS)]
 
     def capabilities(self, caption_enabled: bool) -> list[Capability]:
         """Capabilities this job asks for, in a stable order; `clip` implies captioning when enabled."""
@@ -64,18 +92,43 @@ class TextJob(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: Literal["text_embed"] = "text_embed"
-    request_id: StrictInt
-    query: StrictStr
-    model: StrictStr | None = None
+    request_id: Id
+    query: Text
+    model: Text | None = None
+
+
+MAX_NESTING = 32
+"""Deepest bracket nesting a payload may have. Ours nest two deep; json.loads recurses per level and raises
+RecursionError (not ValueError) near 1000, so depth is checked on the raw bytes before parsing."""
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nesting_over(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text `raw` nests brackets deeper than `limit` (brackets inside strings ignored)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # the common case, decided without looking at strings
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET):
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _decode(raw: bytes | str, max_bytes: int) -> Any:
-    size = len(raw.encode() if isinstance(raw, str) else raw)
-    if size > max_bytes:
-        raise BadPayload(f"payload is {size} bytes, over the {max_bytes}-byte limit")
+    data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data_bytes) > max_bytes:
+        raise BadPayload(f"payload is {len(data_bytes)} bytes, over the {max_bytes}-byte limit")
+    if _nesting_over(data_bytes, MAX_NESTING):
+        raise BadPayload(f"payload is nested deeper than {MAX_NESTING} levels")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadPayload(f"payload is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadPayload(f"payload must be a JSON object, got {type(data).__name__}")

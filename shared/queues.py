@@ -25,6 +25,11 @@ def consumer_heartbeat(consumer_id: str) -> str:
     return f"{KEY_PREFIX}:router:alive:{consumer_id}"
 
 
+def router_unhealthy(consumer_id: str) -> str:
+    """Key holding why a router's watchdog stopped it (shown by `mindsight status`)."""
+    return f"{KEY_PREFIX}:router:unhealthy:{consumer_id}"
+
+
 CONSUMERS_SET = f"{KEY_PREFIX}:router:consumers"
 """Every router consumer id ever registered; used to find processing lists of dead consumers."""
 
@@ -33,3 +38,6 @@ REQUEUE_INFLIGHT = f"{KEY_PREFIX}:dlq:requeue-inflight"
 
 WORKER_PAUSE = f"{KEY_PREFIX}:pause"
 """Set (with a TTL) when the gallery rejects our token, so every worker holds off together."""
+
+ROUTER_CRASHES = f"{KEY_PREFIX}:router:crashes"
+"""Hash: payload digest -> how many router consumers died holding it (the poison-pill rule)."""

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -35,6 +35,10 @@ PLACEHOLDER_TOKENS = frozenset(
 """Values of PROCESSING_INTERNAL_TOKEN that are refused at start-up: copied from an example, never set."""
 
 Device = Literal["auto", "cpu", "cuda"]
+
+FACE_PACKS_SUBDIR = "insightface"
+"""Folder of the models volume that holds the face packs when FACE_MODEL_DIR is unset."""
+DEFAULT_FACE_MODEL_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/{name}.zip"
 
 
 class _Group(BaseSettings):
@@ -167,6 +171,9 @@ class FaceSettings(_Group):
     backend: Literal["insightface", "retinaface-dlib"] = Field("insightface", validation_alias="FACE_BACKEND")
     model_name: str = Field("buffalo_l", validation_alias="FACE_MODEL_NAME")
     model_dir: Path | None = Field(None, validation_alias="FACE_MODEL_DIR")
+    """Parent of the face packs; unset means MINDSIGHT_MODELS_DIR/insightface (filled in by `Settings`)."""
+    model_url: str = Field(DEFAULT_FACE_MODEL_URL, validation_alias="FACE_MODEL_URL")
+    """Where `mindsight models download` fetches a pack zip; `{name}` is FACE_MODEL_NAME."""
     embedding_dim: int = Field(512, validation_alias="PROCESSING_FACE_EMBEDDING_DIM")
     model_label: str = Field("arcface-buffalo_l", validation_alias="PROCESSING_DEFAULT_FACE_MODEL")
     min_score: float = Field(0.5, validation_alias="FACE_MIN_SCORE")
@@ -175,6 +182,7 @@ class FaceSettings(_Group):
     min_faces_per_person: int = Field(2, validation_alias="MIN_FACES_PER_PERSON")
     max_photos: int = Field(0, validation_alias="MAX_PHOTOS")
     min_face_px: int = Field(24, validation_alias="FACE_MIN_SIZE_PX")
+    people_state_dir: Path = Field(Path(".mindsight/people"), validation_alias="MINDSIGHT_PEOPLE_STATE_DIR")
 
 
 class WorkerSettings(_Group):
@@ -188,9 +196,12 @@ class WorkerSettings(_Group):
     heartbeat_s: int = Field(10, validation_alias="MINDSIGHT_HEARTBEAT_S")
     abandoned_after_s: int = Field(45, validation_alias="MINDSIGHT_ABANDONED_AFTER_S")
     gallery_pause_max_s: int = Field(300, validation_alias="MINDSIGHT_GALLERY_PAUSE_MAX_S")
+    gallery_reject_after_s: int = Field(1800, validation_alias="MINDSIGHT_GALLERY_REJECT_AFTER_S")
+    """A photo whose callback keeps failing this long while the gallery accepts others is dead-lettered."""
     device: Device = Field("auto", validation_alias="MINDSIGHT_DEVICE")
     threads: int = Field(1, validation_alias="MINDSIGHT_THREADS")
     metrics_port: int = Field(0, validation_alias="MINDSIGHT_METRICS_PORT")
+    metrics_host: str = Field("0.0.0.0", validation_alias="MINDSIGHT_METRICS_HOST")
     log_format: Literal["text", "json"] = Field("text", validation_alias="MINDSIGHT_LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="MINDSIGHT_LOG_LEVEL")
 
@@ -218,6 +229,7 @@ class EmbedApiSettings(_Group):
     token: SecretStr = Field(SecretStr(""), validation_alias="EMBED_API_TOKEN")
     max_text_chars: int = Field(2000, validation_alias="EMBED_API_MAX_TEXT_CHARS")
     max_batch: int = Field(64, validation_alias="EMBED_API_MAX_BATCH")
+    max_body_bytes: int = Field(1024 * 1024, validation_alias="EMBED_API_MAX_BODY_BYTES")
 
 
 class ModelStoreSettings(_Group):
@@ -241,6 +253,13 @@ class Settings(BaseModel):
     worker: WorkerSettings
     embed_api: EmbedApiSettings
     store: ModelStoreSettings
+
+    @model_validator(mode="after")
+    def _face_pack_in_the_models_volume(self) -> Settings:
+        """One models volume holds every model: the face pack too, unless FACE_MODEL_DIR moves it."""
+        if self.face.model_dir is None:
+            self.face = self.face.model_copy(update={"model_dir": self.store.models_dir / FACE_PACKS_SUBDIR})
+        return self
 
 
 def load_settings(env_file: str | Path | None = ".env") -> Settings:

@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.fixtures.gallery",
     "tests.fixtures.faces",
     "tests.fixtures.captions",
+    "tests.fixtures.model_hubs",
     "tests.fixtures.pipeline",
 ]

@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 
 from shared.errors import ConfigError
-from shared.models.blip_captioner import BlipCaptioner, load_captioner
+from shared.models.caption.blip_captioner import BlipCaptioner, load_captioner
 from shared.settings import Settings
 from tests.fixtures.captions import BLIP_WORDS, build_tiny_blip
 

@@ -17,11 +17,11 @@ from PIL import Image
 from skimage import data
 
 from shared.errors import ConfigError
-from shared.models.clip_backbone import ClipBackbone
-from shared.models.clip_open_clip import OpenClip, transform_from_open_clip_cfg
-from shared.models.clip_preprocess import preprocess_images
-from shared.models.clip_registry import ClipFamily, ClipModel, detect_family, load_clip_models
-from shared.models.clip_transformers import TransformersClip, transform_from_hf_processor
+from shared.models.clip.backbone import ClipBackbone
+from shared.models.clip.openclip_backend import OpenClip, transform_from_open_clip_cfg
+from shared.models.clip.preprocess import preprocess_images
+from shared.models.clip.registry import ClipFamily, ClipModel, detect_family, load_clip_models
+from shared.models.clip.transformers_backend import TransformersClip, transform_from_hf_processor
 from shared.settings import Settings
 from tests.fixtures.clip_models import TINY_CLIP_DIM
 

@@ -19,10 +19,10 @@ from skimage import data
 from mindsight.cli.main import cli
 from shared.device import CPU_PROVIDER, CUDA_PROVIDER
 from shared.errors import ConfigError
-from shared.models.clip_backbone import ClipBackbone
-from shared.models.clip_onnx import OnnxClip
-from shared.models.clip_registry import ClipFamily, ClipModel, load_clip_models
-from shared.models.onnx_manifest import MANIFEST_NAME, read_manifest
+from shared.models.clip.backbone import ClipBackbone
+from shared.models.clip.onnx_backend import OnnxClip
+from shared.models.clip.registry import ClipFamily, ClipModel, load_clip_models
+from shared.models.onnx.manifest import MANIFEST_NAME, read_manifest
 from shared.settings import Settings
 from tests.fixtures.clip_models import TINY_CLIP_DIM
 
@@ -304,7 +304,7 @@ import sys
 for name in ("torch", "torchvision", "transformers", "open_clip", "onnx", "onnxscript"):
     sys.modules[name] = None  # any import of these now raises ImportError
 from PIL import Image
-from shared.models.clip_registry import load_clip_models
+from shared.models.clip.registry import load_clip_models
 from shared.settings import load_settings
 settings = load_settings(env_file=None)
 models = load_clip_models(settings.clip, settings.store, device="cpu")
@@ -335,6 +335,19 @@ def test_the_onnx_path_never_imports_torch(tiny_clip_env: dict[str, str], export
     assert "ok ['tiny-hf', 'tiny-oc']" in done.stdout
 
 
+def test_only_backends_with_the_export_interface_are_exported(
+    tiny_clip_models: dict[str, ClipModel], exports: Exports
+) -> None:
+    """The torch backends implement `ExportableClip`; an ONNX backbone does not and is refused by name."""
+    from shared.models.onnx.exportable import ExportableClip, as_exportable
+
+    for model in tiny_clip_models.values():
+        assert isinstance(model.backbone, ExportableClip)
+    onnx_backbone = OnnxClip(exports.models_dir / "onnx" / "tiny-hf", [CPU_PROVIDER])
+    with pytest.raises(ConfigError, match="cannot be exported"):
+        as_exportable(onnx_backbone)
+
+
 def test_export_cli_usage_errors(tiny_clip_env: dict[str, str], tmp_path: Path) -> None:
     env = {**tiny_clip_env, "MINDSIGHT_MODELS_DIR": str(tmp_path)}
     base = ["--env-file", "/dev/null", "models", "export"]
@@ -354,7 +367,7 @@ def test_real_size_vit_b_32_exports_within_tolerance(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from shared.models.onnx_export import export_clip
+    from shared.models.onnx.export import export_clip
     from shared.settings import ClipSettings, ModelStoreSettings
 
     source = tmp_path / "vit-b-32"

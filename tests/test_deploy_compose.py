@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.models.store.locations import model_locations
 from shared.settings import load_settings
 from tests.deploy_support import dockerfile_stages as dfs
 from tests.deploy_support.cli_paths import resolve
-from tests.deploy_support.model_locations import model_locations
 from tests.deploy_support.settings_catalog import REPO, example_lines, settings_env_vars
 from tests.deploy_support.tools import CHECK_TOKEN, compose_config, compose_project, kustomize, tool
 
@@ -351,11 +351,11 @@ def test_every_model_resolves_inside_the_one_models_volume(
         monkeypatch.delenv(var, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    locations = model_locations(load_settings(None), env)
+    locations = model_locations(load_settings(None))
     volume = mounts(svc)["/models"]
     assert volume["source"] == "models" and volume["type"] == "volume"
-    assert {"clip", "caption", "face"} <= {key.split(":")[0] for key in locations}
-    outside = {key: str(path) for key, path in locations.items() if not path.is_relative_to("/models")}
-    if set(outside) == {f"face:{env['FACE_MODEL_NAME']}"}:
-        pytest.xfail(f"issue 9 item 1 (helper i10-models): the face pack resolves to {outside}")
-    assert not outside, f"{name}: outside the models volume: {outside}"
+    inside = locations.inside(Path("/models"))
+    assert set(inside) >= {"caption", "face"} and any(k.startswith("clip:") for k in inside)
+    assert all(inside.values()), f"{name}: outside the models volume: {inside}"
+    assert locations.onnx.is_relative_to("/models"), "the ONNX exports"
+    assert Path(env["HF_HOME"]).is_relative_to("/models"), "open_clip Name/tag weights (HF_HOME)"

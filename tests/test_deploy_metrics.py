@@ -22,7 +22,7 @@ from tests.deploy_support.tools import compose_config, compose_project, kustomiz
 from workers.tasks.clip_task import ClipTask
 
 if TYPE_CHECKING:
-    from shared.models.clip_registry import ClipModel
+    from shared.models.clip.registry import ClipModel
 
 STANDARD = ("process_", "python_")
 """prometheus_client's own collectors: standard names every Prometheus user knows, kept as they are."""

@@ -29,6 +29,7 @@ from services.dev_stack.preflight import PortInUse, RedisChoice, check_port, cho
 from shared.embedded_redis import free_port, reachable
 from shared.models.standins import BLIP_WORDS, TINY_CLIP_DIM, ensure_standins, standin_paths
 from shared.settings import Settings
+from tests.fixtures.model_hubs import cache_repo
 
 SAMPLE_FACES = {"astronaut.jpg": 1, "chelsea.jpg": 0, "coffee.jpg": 0, "grace_hopper.jpg": 1}
 """Faces the offline retinaface-dlib backend finds in each sample photo (samples/README.md)."""
@@ -180,28 +181,6 @@ def test_sigint_stops_every_process_cleanly(dev_run: DevRun) -> None:
 # -- the decisions, without starting anything ----------------------------------------------------
 
 
-@pytest.fixture
-def empty_hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the Hugging Face cache at an empty folder for this test."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
-def _cache_repo(cache: Path, repo: str, files: list[str]) -> None:
-    """Lay files out the way huggingface_hub caches a download of `repo` at main."""
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text("0" * 40)
-    snapshot = folder / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    for name in files:
-        (snapshot / name).write_text("{}")
-
-
 def test_nothing_on_disk_means_standins_and_the_offline_face_backend(
     make_settings: Callable[..., Settings], empty_hub_cache: Path, standin_root: Path, tmp_path: Path
 ) -> None:
@@ -248,11 +227,11 @@ def test_a_complete_hub_cache_entry_counts_as_on_disk(
 ) -> None:
     settings = make_settings()
     assert not clip_on_disk("openai/clip-vit-base-patch32", settings)
-    _cache_repo(empty_hub_cache, "openai/clip-vit-base-patch32", ["config.json"])
+    cache_repo(empty_hub_cache, "openai/clip-vit-base-patch32", ["config.json"])
     assert not clip_on_disk("openai/clip-vit-base-patch32", settings)  # config without weights
-    _cache_repo(empty_hub_cache, "openai/clip-vit-large-patch14", ["config.json", "model.safetensors"])
+    cache_repo(empty_hub_cache, "openai/clip-vit-large-patch14", ["config.json", "model.safetensors"])
     assert clip_on_disk("openai/clip-vit-large-patch14", settings)
-    _cache_repo(
+    cache_repo(
         empty_hub_cache, "laion/some-open-clip", ["open_clip_config.json", "open_clip_model.safetensors"]
     )
     assert clip_on_disk("hf-hub:laion/some-open-clip", settings)
@@ -309,6 +288,31 @@ def test_children_of_an_earlier_run_block_the_next_one(tmp_path: Path) -> None:
         child.wait()
     pids.refuse_if_running()
     assert not pids.path.exists()
+
+
+def test_a_child_still_in_exec_counts_as_running(tmp_path: Path) -> None:
+    """Right after Popen() returns, the child's /proc/PID/cmdline is often still empty (mid-exec)."""
+    pids = PidFile(tmp_path / "dev.pids")
+    for _ in range(20):  # on the old code about 4 in 5 of these were missed
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "mindsight-worker"])
+        try:
+            pids.record("worker-clip", child.pid)
+            assert pids.alive() == [("worker-clip", child.pid)]
+        finally:
+            child.kill()
+            child.wait()
+            pids.clear()
+
+
+def test_an_exited_child_not_yet_reaped_is_not_running(tmp_path: Path) -> None:
+    pids = PidFile(tmp_path / "dev.pids")
+    child = subprocess.Popen([sys.executable, "-c", "pass", "mindsight-worker"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, left a zombie: empty cmdline
+        pids.record("worker-clip", child.pid)
+        assert pids.alive() == []
+    finally:
+        child.wait()
 
 
 class _listening:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
 import signal
@@ -26,8 +28,8 @@ from services.embed_api.app import create_app
 from services.embed_api.server import build_app
 from services.gallery.server import BackgroundServer
 from shared.errors import ConfigError
-from shared.models.clip_registry import ClipFamily, ClipModel
-from shared.models.clip_transformers import transformers_clip_embedders
+from shared.models.clip.registry import ClipFamily, ClipModel
+from shared.models.clip.transformers_backend import transformers_clip_embedders
 from shared.settings import EmbedApiSettings, Settings
 
 MAX_CHARS = 200
@@ -35,9 +37,9 @@ MAX_BATCH = 4
 TOKEN = "s3cret-embed-token-for-tests"
 
 
-def _api_settings(token: str = "") -> EmbedApiSettings:
+def _api_settings(token: str = "", **more: Any) -> EmbedApiSettings:
     return EmbedApiSettings(  # type: ignore[call-arg]
-        token=SecretStr(token), max_text_chars=MAX_CHARS, max_batch=MAX_BATCH, _env_file=None
+        token=SecretStr(token), max_text_chars=MAX_CHARS, max_batch=MAX_BATCH, _env_file=None, **more
     )
 
 
@@ -132,6 +134,88 @@ def test_bad_requests_get_a_clear_4xx(
     assert resp.status_code == status, resp.text
     body = resp.json()
     assert body["error_type"] == error_type and needle in body["error"], body
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "needle"),
+    [
+        ("/embed_text", b'{"text": "a \\ud800 cat"}', 422, "text: not valid Unicode"),
+        ("/embed_texts", b'{"texts": ["ok", "\\udfff"]}', 422, "texts.1: not valid Unicode"),
+        ("/embed_text", b'{"text": "a cat", "model": "\\ud800"}', 422, "model: not valid Unicode"),
+        ("/embed_text", b'{"text": "\xff\xfe cat"}', 400, "UTF-8"),
+        ("/embed_text", b"[" * 100_000 + b"]" * 100_000, 400, "nested"),
+        ("/embed_text", b'{"a":' * 1000 + b"1" + b"}" * 1000, 400, "nested"),
+    ],
+)
+def test_hostile_bodies_get_a_4xx_and_keep_the_connection(
+    api: httpx.Client, path: str, body: bytes, status: int, needle: str
+) -> None:
+    """A lone surrogate once crashed the tokenizer: a 500, and the keep-alive connection was reset."""
+    conn = http.client.HTTPConnection(api.base_url.host, api.base_url.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers={"content-type": "application/json"})
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        assert resp.status == status and needle in answer["error"], answer
+        assert conn.sock is not None
+        local = conn.sock.getsockname()
+        conn.request(
+            "POST", "/embed_text", body=b'{"text": "a cat"}', headers={"content-type": "application/json"}
+        )
+        follow_up = conn.getresponse()
+        assert follow_up.status == 200 and len(json.loads(follow_up.read())["embedding"]) == 32
+        assert conn.sock is not None and conn.sock.getsockname() == local  # the same connection
+    finally:
+        conn.close()
+
+
+LIMIT = 4096
+
+
+@pytest.fixture(scope="module")
+def limited(tiny_clip_models: dict[str, ClipModel]) -> Iterator[BackgroundServer]:
+    """The app with EMBED_API_MAX_BODY_BYTES=LIMIT."""
+    app = create_app(tiny_clip_models, "tiny-hf", _api_settings(max_body_bytes=LIMIT))
+    server = BackgroundServer(app).start()
+    yield server
+    server.stop()
+
+
+def _exchange(server: BackgroundServer, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send `request` (a head, maybe part of a body) on a raw socket and read the answer, body unfinished."""
+    with socket.create_connection((server.host, server.port), timeout=20) as sock:
+        sock.sendall(request)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp.status, json.loads(resp.read())
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(limited: BackgroundServer) -> None:
+    head = b"POST /embed_text HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    status, body = _exchange(limited, head + b"content-length: 300000000\r\n\r\n")  # no byte of it sent
+    assert status == 413 and body["error_type"] == "InputTooLarge", body
+    assert "EMBED_API_MAX_BODY_BYTES" in body["error"] and str(LIMIT) in body["error"]
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(limited: BackgroundServer) -> None:
+    head = b"POST /embed_texts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    chunk = b'"' + b"x" * 1000 + b'",'
+    sent = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in [b'{"texts": [', *[chunk] * 5])
+    # LIMIT + ~1 KB sent, the body never finished: only a limit enforced while reading can answer.
+    status, body = _exchange(limited, head + b"transfer-encoding: chunked\r\n\r\n" + sent)
+    assert status == 413 and body["error_type"] == "InputTooLarge", body
+
+
+def test_a_body_within_the_limit_is_served(limited: BackgroundServer) -> None:
+    texts = ["a cat"] * MAX_BATCH
+    with httpx.Client(base_url=limited.url, timeout=30) as client:
+        assert client.post("/embed_texts", json={"texts": texts}).status_code == 200
+        chunked = client.post(  # a generator body goes out chunked, without content-length
+            "/embed_texts", content=iter([b'{"texts": ', json.dumps(texts).encode(), b"}"]),
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        assert chunked.status_code == 200, chunked.text
+    assert EmbedApiSettings(_env_file=None).max_body_bytes == 1024 * 1024  # type: ignore[call-arg]
 
 
 def test_a_form_body_is_told_to_send_json(api: httpx.Client) -> None:

@@ -96,18 +96,21 @@ def test_rejected_upload_is_reported_and_others_continue(
 
 
 def test_redis_unreachable_names_redis_url(run: Run, tmp_path: Path, gallery_server: GalleryServer) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    result = run(str(_photos(tmp_path)), REDIS_URL=url)
+    port = free_port()
+    result = run(str(_photos(tmp_path)), REDIS_URL=f"redis://:s3cret-redis-pw@127.0.0.1:{port}/0")
     assert result.exit_code != 0
-    assert f"REDIS_URL={url}" in result.output
+    assert f"REDIS_URL=redis://:***@127.0.0.1:{port}/0" in result.output
+    assert "s3cret" not in result.output and len(result.output.strip().splitlines()) == 1
     assert gallery_server.store.list_photos(1, 10, 0)[1] == 0  # nothing uploaded before the check
 
 
 def test_gallery_unreachable_names_api_base_url(run: Run, tmp_path: Path, redis_client: redis.Redis) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    url = f"http://alice:s3cret-gallery-pw@127.0.0.1:{port}"
     result = run(str(_photos(tmp_path)), API_BASE_URL=url, MINDSIGHT_GALLERY_RETRIES=0)
     assert result.exit_code != 0
-    assert f"API_BASE_URL={url}" in result.output
+    assert f"API_BASE_URL=http://alice:***@127.0.0.1:{port}" in result.output
+    assert "s3cret" not in result.output  # nor in the client's own message, which names its base URL
     assert redis_client.llen("photo_tasks") == 0
 
 

@@ -1,13 +1,26 @@
-"""Clustering faces into people: grouping, the same-photo rule, min-faces and threshold, eligibility."""
+"""Clustering faces into people: grouping, the same-photo rule, min-faces and threshold, eligibility.
+
+Every rule is checked twice: on the dense reference path and with EXACT_MAX = 1, which sends every group
+of two or more faces through the neighbour graph and graph average linkage.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from shared import face_clustering
 from shared.face_clustering import FaceRecord, Person, cluster_faces, eligible_faces
 
 DIM = 64
+
+
+@pytest.fixture(autouse=True, params=["dense", "graph"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs each test on the dense reference path and on the graph path."""
+    if request.param == "graph":
+        monkeypatch.setattr(face_clustering, "EXACT_MAX", 1)
+    return str(request.param)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from shared.errors import ConfigError
 from shared.images import load_image
-from shared.models.face_insightface import InsightFaceAnalyzer, model_pack_dir
+from shared.models.face.insightface_backend import InsightFaceAnalyzer
 from tests.fixtures.faces import FAKE_BOX_DIST, FAKE_KPS
 
 CPU = ["CPUExecutionProvider"]
@@ -49,7 +49,7 @@ def _expected(cell: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarr
 def test_decoded_box_and_landmarks_are_in_image_pixels(
     insightface_model_root: Path, size: tuple[int, int], cell: tuple[int, int]
 ) -> None:
-    model = _analyzer(model_pack_dir(insightface_model_root, "buffalo_l"))
+    model = _analyzer(insightface_model_root / "buffalo_l")
     scale = 640 / max(size)
     faces = model.predict([_square_image(*size, cell, scale)])[0]
     assert len(faces) == 1
@@ -63,9 +63,9 @@ def test_decoded_box_and_landmarks_are_in_image_pixels(
 
 
 def test_no_face_and_min_score(insightface_model_root: Path, face_photos: dict[str, Path]) -> None:
-    model = _analyzer(model_pack_dir(insightface_model_root, "buffalo_l"), min_score=0.5)
+    model = _analyzer(insightface_model_root / "buffalo_l", min_score=0.5)
     assert model.predict([Image.new("RGB", (300, 200))]) == [[]]
-    strict = _analyzer(model_pack_dir(insightface_model_root, "buffalo_l"), min_score=0.999)
+    strict = _analyzer(insightface_model_root / "buffalo_l", min_score=0.999)
     assert strict.predict([_square_image(640, 640, (5, 5), 1.0)]) == [[]]
     # a real photo runs through the same path without error (random weights: no claim on what it finds)
     assert isinstance(model.predict([load_image(face_photos["astronaut"])])[0], list)
@@ -73,7 +73,7 @@ def test_no_face_and_min_score(insightface_model_root: Path, face_photos: dict[s
 
 def test_embeddings_follow_the_face_content(insightface_model_root: Path) -> None:
     """Same chip, same vector; different pixels under the landmarks, different vector."""
-    model = _analyzer(model_pack_dir(insightface_model_root, "buffalo_l"))
+    model = _analyzer(insightface_model_root / "buffalo_l")
     base = np.zeros((640, 640, 3), np.uint8)
     base[160:192, 160:192] = 255
     textured = base.copy()
@@ -87,7 +87,7 @@ def test_models_are_identified_by_signature_not_name(insightface_model_root: Pat
     """Renamed files are still told apart, and the genderage-shaped decoy is skipped."""
     pack = tmp_path / "renamed"
     pack.mkdir()
-    src = model_pack_dir(insightface_model_root, "buffalo_l")
+    src = insightface_model_root / "buffalo_l"
     shutil.copy(src / "det_10g.onnx", pack / "c_scrfd.onnx")
     shutil.copy(src / "w600k_r50.onnx", pack / "b_arcface.onnx")
     shutil.copy(src / "genderage.onnx", pack / "a_genderage.onnx")
@@ -98,7 +98,7 @@ def test_models_are_identified_by_signature_not_name(insightface_model_root: Pat
 
 def test_batched_recogniser_graph(insightface_pack_factory: Callable[..., Path]) -> None:
     root = insightface_pack_factory(batch_dynamic=True)
-    model = _analyzer(model_pack_dir(root, "buffalo_l"))
+    model = _analyzer(root / "buffalo_l")
     assert model.embedder is not None and model.embedder.batched
     img = np.zeros((640, 640, 3), np.uint8)
     img[64:96, 64:96] = img[320:352, 448:480] = 255
@@ -108,16 +108,14 @@ def test_batched_recogniser_graph(insightface_pack_factory: Callable[..., Path])
 
 def test_missing_folder_or_models_name_the_fix(insightface_model_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist.*mindsight models download") as err:
-        _analyzer(model_pack_dir(tmp_path, "buffalo_l"))
+        _analyzer(tmp_path / "buffalo_l")
     assert str(tmp_path / "buffalo_l") in str(err.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no .onnx files"):
         _analyzer(tmp_path / "empty")
     only_det = tmp_path / "only_det"
     only_det.mkdir()
-    shutil.copy(
-        model_pack_dir(insightface_model_root, "buffalo_l") / "det_10g.onnx", only_det / "det_10g.onnx"
-    )
+    shutil.copy(insightface_model_root / "buffalo_l" / "det_10g.onnx", only_det / "det_10g.onnx")
     with pytest.raises(ConfigError, match="no a recogniser"):
         _analyzer(only_det)
     corrupt = tmp_path / "corrupt"
@@ -130,4 +128,28 @@ def test_missing_folder_or_models_name_the_fix(insightface_model_root: Path, tmp
 def test_detector_without_keypoints_is_refused(insightface_pack_factory: Callable[..., Path]) -> None:
     root = insightface_pack_factory(kps=False)
     with pytest.raises(ConfigError, match="6 outputs and predicts no landmarks"):
-        _analyzer(model_pack_dir(root, "buffalo_l"))
+        _analyzer(root / "buffalo_l")
+
+
+def test_same_faces_and_chips_as_insightface_on_the_full_photo(insightface_model_root: Path) -> None:
+    """Our pre-shrink and box mapping agree with insightface's own SCRFD letterboxing the full photo, and the
+    embedded chip is `norm_crop` of the photo at the found landmarks."""
+    import onnxruntime as ort
+    from insightface.model_zoo.scrfd import SCRFD
+    from insightface.utils.face_align import norm_crop
+
+    pack = insightface_model_root / "buffalo_l"
+    model = _analyzer(pack)
+    scale = 640 / 1280
+    photo = _square_image(1280, 960, (6, 4), scale)
+    (face,) = model.predict([photo])[0]
+    reference = SCRFD(session=ort.InferenceSession(str(pack / "det_10g.onnx"), providers=CPU))
+    boxes, kpss = reference.detect(
+        np.asarray(photo)[:, :, ::-1].copy(), input_size=(640, 640), det_thresh=0.5
+    )
+    assert len(boxes) == 1 and kpss is not None
+    np.testing.assert_allclose(face.bbox, boxes[0, :4], atol=1e-3)
+    np.testing.assert_allclose(face.landmarks, kpss[0], atol=1e-3)
+    assert model.embedder is not None
+    chip = norm_crop(np.asarray(photo), np.asarray(face.landmarks, dtype=np.float32), image_size=112)
+    np.testing.assert_allclose(model.embedder.embed([chip])[0], face.embedding, atol=1e-6)

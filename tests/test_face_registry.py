@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from shared.errors import ConfigError
-from shared.models.face_insightface import InsightFaceAnalyzer
-from shared.models.face_registry import distance_threshold, load_face_analyzer
+from shared.models.face.insightface_backend import InsightFaceAnalyzer
+from shared.models.face.registry import distance_threshold, load_face_analyzer
 from shared.settings import Settings
 
 CPU = ["CPUExecutionProvider"]
@@ -20,7 +20,7 @@ def test_insightface_from_a_local_pack(
     make_settings: Callable[..., Settings], insightface_model_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(FACE_MODEL_DIR=str(insightface_model_root), FACE_MIN_SCORE="0.7")
-    with caplog.at_level(logging.INFO, logger="shared.models.face_registry"):
+    with caplog.at_level(logging.INFO, logger="shared.models.face.registry"):
         analyzer = load_face_analyzer(settings.face, CPU)
     assert isinstance(analyzer, InsightFaceAnalyzer)
     assert analyzer.loaded and analyzer.dim == 512 and analyzer.min_score == 0.7

@@ -11,13 +11,13 @@ from PIL import Image
 
 from shared.images import load_image
 from shared.models.base import Face
-from shared.models.face_registry import DEFAULT_DISTANCE_THRESHOLDS
+from shared.models.face.registry import DEFAULT_DISTANCE_THRESHOLDS
 from tests.fixtures.faces import FACE_BOXES, VARIANTS
 
 pytest.importorskip("dlib")
 pytest.importorskip("retinaface")
 
-from shared.models.face_retinaface_dlib import RetinaFaceDlibAnalyzer  # noqa: E402
+from shared.models.face.retinaface_dlib_backend import RetinaFaceDlibAnalyzer  # noqa: E402
 
 PEOPLE = ("astronaut", "camera", "grace_hopper")
 

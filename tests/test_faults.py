@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from rq.worker import Worker
 
 from shared.embedded_redis import EmbeddedRedis
 from tests.fixtures.gallery import GalleryServer
-from tests.fixtures.pipeline import Pipeline
+from tests.fixtures.pipeline import FAST_DELIVERY, Pipeline
 
 pytestmark = pytest.mark.slow
 LABELS = {"tiny-hf", "tiny-oc"}
@@ -131,14 +132,26 @@ def test_worker_killed_mid_batch_is_recovered_quickly(pipeline: Pipeline, tmp_pa
     pipeline.router()
     victim = pipeline.worker("clip")
     pipeline.wait_for(lambda: pipeline.redis.zcard("rq:wip:clip") > 0, 90, "the batch to start")
-    time.sleep(1.0)
+    # The replacement is up (models loaded, registered, idle) before the kill, so what is timed below is
+    # the recovery itself, not a process start.
+    pipeline.worker("clip")
+    pipeline.wait_for(lambda: len(Worker.all(connection=pipeline.redis)) == 2, 90, "the spare worker")
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     pipeline.gallery.set_fault()
-    pipeline.worker("clip")
     pipeline.wait_for(lambda: all(done(pipeline.gallery, pid) for pid, _ in photos), 120, "recovery")
     recovered_in = time.monotonic() - killed_at
-    assert recovered_in < 120, recovered_in  # the documented bound; ~abandoned_after + worker start here
+    # The documented bound: the lease (MINDSIGHT_ABANDONED_AFTER_S) runs out, the next clean-up (every
+    # heartbeat/2, at least 1 s) hands the batch to the failure policy, the split jobs wait one retry
+    # backoff, then inference and callbacks. Ten seconds of slack for a loaded CI machine; the wait above
+    # allows 120 s, so this can fail.
+    bound = (
+        int(FAST_DELIVERY["MINDSIGHT_ABANDONED_AFTER_S"])
+        + max(1, int(FAST_DELIVERY["MINDSIGHT_HEARTBEAT_S"]) // 2)
+        + int(FAST_DELIVERY["MINDSIGHT_RETRY_BACKOFF_S"])
+        + 10
+    )
+    assert recovered_in < bound, (recovered_in, bound)
     assert pipeline.dead_letters() == []
 
 
@@ -186,6 +199,32 @@ def test_redis_restart_mid_run_loses_nothing(
         for pid, path in photos[3:]:
             p.push_photo(pid, path)
         p.wait_for(lambda: all(done(gallery_server, pid) for pid, _ in photos), 120, "delivery after restart")
+        assert p.dead_letters() == []
+    finally:
+        p.stop_all()
+
+
+def test_redis_down_while_a_job_runs_is_ridden_out(
+    private_redis: EmbeddedRedis, gallery_server: GalleryServer, tiny_clip_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 8, defect 4: Redis gone for ~6 s mid-job made the worker rebuild itself, and the rebuild's
+    CLIENT SETNAME (outside any retry) ended the process. Router and worker must outlast any outage."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    p = Pipeline(private_redis.url, gallery_server, tiny_clip_env, workdir)
+    try:
+        photos = [gallery_server.add_photo(jpeg(tmp_path / f"b{i}.jpg", (i * 40, 20, 90))) for i in range(2)]
+        gallery_server.set_fault(delay_s=4, count=1, status=None)  # the first callback is slow
+        p.push_photo(*photos[0])
+        router, worker = p.router(), p.worker("clip")
+        p.wait_for(lambda: p.redis.zcard("rq:wip:clip") > 0, 90, "the job to start")
+        private_redis.stop()
+        time.sleep(6)  # the outage: the job's callback ends and the worker loses Redis meanwhile
+        assert router.poll() is None and worker.poll() is None, p.logs()
+        private_redis.start()
+        p.push_photo(*photos[1])
+        p.wait_for(lambda: all(done(gallery_server, pid) for pid, _ in photos), 120, "delivery after outage")
+        assert router.poll() is None and worker.poll() is None, p.logs()
         assert p.dead_letters() == []
     finally:
         p.stop_all()

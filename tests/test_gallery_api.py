@@ -204,6 +204,30 @@ def test_albums_create_and_list(clients: Client, gallery_server: GalleryServer, 
     assert clients(user=2).get("/api/albums").json()["items"] == []
 
 
+def test_album_photos_are_appended_once(
+    clients: Client, gallery_server: GalleryServer, tmp_path: Path
+) -> None:
+    """The optional POST /api/albums/{id}/photos: appends in order, skips ids already in, owner only."""
+    src = write_jpeg(tmp_path / "in" / "p.jpg")
+    a, b, c_id = (gallery_server.add_photo(src)[0] for _ in range(3))
+    foreign = gallery_server.add_photo(src, user_id=2)[0]
+    c = clients()
+    album = c.post("/api/albums", json={"name": "Person 1", "photo_ids": [a]}).json()
+    grown = c.post(f"/api/albums/{album['id']}/photos", json={"photo_ids": [c_id, a, b, c_id]})
+    assert grown.status_code == 200 and grown.json()["photo_ids"] == [a, c_id, b]
+    assert c.post(f"/api/albums/{album['id']}/photos", json={"photo_ids": [b]}).json()["photo_ids"] == [
+        a,
+        c_id,
+        b,
+    ]
+    assert c.post(f"/api/albums/{album['id']}/photos", json={"photo_ids": [foreign]}).status_code == 404
+    assert c.post("/api/albums/99999/photos", json={"photo_ids": [a]}).status_code == 404
+    assert c.post(f"/api/albums/{album['id']}/photos", json={"photo_ids": []}).status_code == 422
+    other = clients(user=2)
+    assert other.post(f"/api/albums/{album['id']}/photos", json={"photo_ids": [foreign]}).status_code == 404
+    assert c.get("/api/albums").json()["items"][0]["photo_ids"] == [a, c_id, b]
+
+
 def test_vector_search_finds_own_embedding_first(
     clients: Client, gallery_server: GalleryServer, tmp_path: Path
 ) -> None:

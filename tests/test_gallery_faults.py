@@ -34,7 +34,7 @@ def test_down_for_n_callbacks_then_recovers(
     internal: httpx.Client, gallery_server: GalleryServer, photo: int
 ) -> None:
     resp = internal.post("/_dev/faults", json={"status": 500, "count": 2})
-    assert resp.json()["fault"] == {"status": 500, "delay_s": 0.0, "remaining": 2}
+    assert resp.json()["fault"] == {"status": 500, "delay_s": 0.0, "remaining": 2, "only": None}
     url = f"/api/internal/photos/{photo}/ml_result"
     statuses = [internal.post(url, json=_body([float(i), 1.0])).status_code for i in range(3)]
     assert statuses == [500, 500, 200]

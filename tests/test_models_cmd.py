@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mindsight.cli.main import cli
-from shared.models.blip_captioner import resolve_caption_source
-from shared.models.clip_registry import ClipFamily, load_clip_models
-from shared.models.model_download import DownloadError, Wanted, fetch
-from shared.models.onnx_manifest import MANIFEST_NAME
+from shared.models.caption.blip_captioner import resolve_caption_source
+from shared.models.clip.registry import ClipFamily, load_clip_models
+from shared.models.onnx.manifest import MANIFEST_NAME
+from shared.models.store.download import DownloadError, Wanted, fetch
 from shared.settings import Settings
 
 REPO = Path(__file__).parents[1]
@@ -107,25 +105,6 @@ def test_download_without_network_fails_clearly_and_leaves_nothing(store_env: di
     assert not (Path(store_env["MINDSIGHT_MODELS_DIR"]) / "openai" / "clip-vit-large-patch14").exists()
 
 
-class _Files(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real HTTP server on localhost serving a folder: (base URL, folder)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = lambda *a, **kw: _Files(*a, directory=str(root), **kw)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
-
-
 def test_face_pack_zip_is_unpacked_where_insightface_loads_it(
     file_server: tuple[str, Path], insightface_model_root: Path, tmp_path: Path
 ) -> None:
@@ -145,7 +124,7 @@ def test_face_pack_zip_is_unpacked_where_insightface_loads_it(
     assert fetch(wanted, offline=True).status == "present"  # second run: nothing fetched, offline is fine
     assert [p.name for p in target.parent.iterdir()] == ["buffalo_l"]  # no staging folder left behind
 
-    from shared.models.face_insightface import InsightFaceAnalyzer
+    from shared.models.face.insightface_backend import InsightFaceAnalyzer
 
     analyzer = InsightFaceAnalyzer(target, providers=["CPUExecutionProvider"])
     analyzer.load()  # the unpacked pack is what the face backend loads

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import ImageDecodeError, UnsafePath
+from shared.errors import ImageDecodeError, PermanentError, UnsafePath
 from shared.paths import resolve_photo_path
 
 
@@ -64,3 +64,34 @@ def test_nul_and_empty_are_refused(root: Path) -> None:
     for bad in ("", "x\x00.jpg"):
         with pytest.raises(UnsafePath):
             resolve_photo_path(bad, [root])
+
+
+def test_a_symlink_loop_is_permanent(root: Path) -> None:
+    loop = root / "uploads/original/loop.jpg"
+    os.symlink(loop, loop)
+    with pytest.raises(PermanentError):
+        resolve_photo_path("uploads/original/loop.jpg", [root])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "uploads/original/" + "a" * 300 + ".jpg",  # ENAMETOOLONG
+        "/".join(["a" * 250] * 20),  # a path over PATH_MAX
+        "~nosuchuser-0123/x.jpg",  # expanduser cannot find the user
+        "uploads/original/\ud800.jpg",  # a lone surrogate cannot become a file name
+        "~",
+    ],
+    ids=["long-name", "long-path", "unknown-user", "surrogate", "tilde"],
+)
+def test_impossible_paths_are_permanent(root: Path, path: str) -> None:
+    with pytest.raises(PermanentError):
+        resolve_photo_path(path, [root])
+
+
+def test_a_fifo_and_a_directory_are_not_photos(root: Path) -> None:
+    os.mkfifo(root / "uploads/original/pipe.jpg")
+    (root / "uploads/original/dir.jpg").mkdir()
+    for name in ("pipe.jpg", "dir.jpg"):
+        with pytest.raises(ImageDecodeError):
+            resolve_photo_path(f"uploads/original/{name}", [root])

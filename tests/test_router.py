@@ -6,16 +6,23 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import httpx
+import pytest
 import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from mindsight.cli.status_cmd import collect
 from shared.dead_letter import DeadLetterQueue
+from shared.embedded_redis import free_port
+from shared.metrics import serve_health
 from shared.payloads import Capability
-from shared.queues import CONSUMERS_SET, processing_list
+from shared.queues import CONSUMERS_SET, ROUTER_CRASHES, consumer_heartbeat, processing_list
 from shared.settings import Settings
+from workers.delivery.envelope import JobEnvelope
 from workers.dispatch import rq_queue
 from workers.router import Router
 
@@ -37,7 +44,11 @@ def queued(conn: redis.Redis, cap: Capability) -> list[Job]:
 
 
 def payload_ids(jobs: list[Job]) -> list[int]:
-    return [p.get("photo_id", p.get("request_id")) for j in jobs for p in j.args[-1]]
+    return [p.get("photo_id", p.get("request_id")) for j in jobs for p in envelope(j).payloads]
+
+
+def envelope(job: Job) -> JobEnvelope:
+    return JobEnvelope.from_wire(job.args[0])
 
 
 def make_router(
@@ -55,8 +66,8 @@ def test_photo_job_fans_out_per_capability(make_settings, redis_url) -> None:
     for cap in (Capability.CLIP, Capability.CAPTION, Capability.FACE):
         jobs = queued(conn, cap)
         assert payload_ids(jobs) == [1], cap
-        assert jobs[0].args[0] == cap.value
-        assert jobs[0].meta["dlq"] == "photo_tasks_dlq"
+        assert envelope(jobs[0]).capability is cap
+        assert envelope(jobs[0]).policy.dlq_key == "photo_tasks_dlq"
     assert queued(conn, Capability.TEXT) == []
     assert conn.llen(processing_list("photo_tasks", router.consumer_id)) == 0
     assert conn.llen("photo_tasks") == 0
@@ -77,7 +88,7 @@ def test_backlog_is_batched_in_fifo_order(make_settings, redis_url) -> None:
     taken = [router.consume_once("photo_tasks", block_s=0.1) for _ in range(3)]
     assert taken == [8, 8, 4]
     jobs = queued(conn, Capability.CLIP)
-    assert [len(j.args[1]) for j in jobs] == [8, 8, 4]
+    assert [len(envelope(j).payloads) for j in jobs] == [8, 8, 4]
     assert payload_ids(jobs) == list(range(1, 21))
     # Multi-photo batches carry no RQ retry: a failed batch is split instead (workers.failure).
     assert jobs[0].retries_left is None
@@ -175,7 +186,7 @@ def test_concurrent_routers_hand_off_each_payload_exactly_once(make_settings, re
     routers = [make_router(make_settings, redis_url, MINDSIGHT_BATCH_SIZE="4")[0] for _ in range(3)]
     conn = redis.Redis.from_url(redis_url)
     n = 120
-    for pid in range(n):
+    for pid in range(1, n + 1):
         conn.lpush("photo_tasks", photo(pid, ["clip"]))
 
     def drain(r: Router) -> None:
@@ -188,4 +199,189 @@ def test_concurrent_routers_hand_off_each_payload_exactly_once(make_settings, re
     for t in threads:
         t.join(timeout=60)
     counts = Counter(payload_ids(queued(conn, Capability.CLIP)))
-    assert sorted(counts) == list(range(n)) and set(counts.values()) == {1}
+    assert sorted(counts) == list(range(1, n + 1)) and set(counts.values()) == {1}
+
+
+# -- hostile input cannot stop a consumer (issue 8, defect 1) -----------------------------------------
+DEEP_LIST = "[" * 1000 + "]" * 1000
+DEEP_OBJECT = '{"a":' * 1000 + "1" + "}" * 1000
+
+
+def text(rid: int) -> str:
+    return json.dumps({"type": "text_embed", "request_id": rid, "query": "a cat"})
+
+
+@contextmanager
+def running(router: Router) -> Iterator[threading.Thread]:
+    """`router.run()` in a thread, as `mindsight router` runs it; stopped and joined afterwards."""
+    thread = threading.Thread(target=router.run, name="router-under-test", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        router.stop()
+        thread.join(timeout=30)
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("poison", [DEEP_LIST, DEEP_OBJECT], ids=["list", "object"])
+@pytest.mark.parametrize("source", ["photo_tasks", "text_tasks"])
+def test_deeply_nested_payload_is_dead_lettered_and_routing_goes_on(
+    make_settings, redis_url, source: str, poison: str
+) -> None:
+    router, conn = make_router(make_settings, redis_url)
+    is_text = source == "text_tasks"
+    cap = Capability.TEXT if is_text else Capability.CLIP
+    conn.lpush(source, poison)
+    with running(router):
+        conn.lpush(source, text(5) if is_text else photo(5, ["clip"]))
+        wait_until(lambda: payload_ids(queued(conn, cap)) == [5], "the later good job to be routed")
+        [letter] = [i.letter for i in DeadLetterQueue(conn, f"{source}_dlq").scan()]
+        assert letter.raw == poison and letter.error_type == "BadPayload"
+        assert "nested" in letter.error
+        assert conn.llen(processing_list(source, router.consumer_id)) == 0
+
+
+def test_an_unexpected_error_dead_letters_only_its_item_and_consuming_goes_on(
+    make_settings, redis_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_BATCH_SIZE="8")
+    real_add = router.dispatcher.add
+
+    def add(pipe, cap, payloads, **kw):  # a bug somewhere below the router, triggered by one photo
+        if any(p["photo_id"] == 2 for p in payloads):
+            raise KeyError("boom on photo 2")
+        return real_add(pipe, cap, payloads, **kw)
+
+    monkeypatch.setattr(router.dispatcher, "add", add)
+    for pid in (1, 2, 3):
+        conn.lpush("photo_tasks", photo(pid, ["clip"]))
+    with running(router):
+        wait_until(lambda: len(DeadLetterQueue(conn, "photo_tasks_dlq")) == 1, "the dead letter")
+        conn.lpush("photo_tasks", photo(4, ["clip"]))
+        wait_until(lambda: sorted(payload_ids(queued(conn, Capability.CLIP))) == [1, 3, 4], "the rest")
+    [letter] = [i.letter for i in DeadLetterQueue(conn, "photo_tasks_dlq").scan()]
+    assert letter.error_type == "KeyError" and "boom on photo 2" in letter.error
+    assert letter.raw == photo(2, ["clip"]) and letter.source_queue == "photo_tasks"
+    assert conn.llen(processing_list("photo_tasks", router.consumer_id)) == 0
+
+
+# -- poison-pill rule: a payload that took down two consumers is not handed to a third -------------------
+def die_holding(conn: redis.Redis, consumer_id: str, source: str, *raws: str) -> None:
+    """As if router `consumer_id` had taken `raws` and then been killed (its heartbeat long expired)."""
+    conn.sadd(CONSUMERS_SET, consumer_id)
+    conn.lpush(processing_list(source, consumer_id), *raws)
+
+
+def test_a_payload_that_crashed_two_consumers_is_dead_lettered_unparsed(make_settings, redis_url) -> None:
+    router, conn = make_router(make_settings, redis_url)
+    pill = photo(66, ["clip"])
+    die_holding(conn, "dead-1", "photo_tasks", pill)
+    assert router.recover_dead_consumers() == 1  # first crash: it may have been bad luck, retried
+    assert conn.lrange("photo_tasks", 0, -1) == [pill.encode()]
+    conn.delete("photo_tasks")
+    die_holding(conn, "dead-2", "photo_tasks", pill)  # the next router took it and died as well
+    router.recover_dead_consumers()
+    assert conn.llen("photo_tasks") == 0
+    [letter] = [i.letter for i in DeadLetterQueue(conn, "photo_tasks_dlq").scan()]
+    assert letter.error_type == "PoisonPill" and letter.raw == pill and letter.payload is None
+    assert "2 consumers" in letter.error and letter.capability is None
+
+
+def test_recovered_suspects_are_tried_alone_so_a_pill_takes_no_neighbour_with_it(
+    make_settings, redis_url
+) -> None:
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_BATCH_SIZE="8")
+    die_holding(conn, "dead-1", "photo_tasks", photo(1, ["clip"]), photo(2, ["clip"]), photo(3, ["clip"]))
+    router.recover_dead_consumers()
+    conn.lpush("photo_tasks", photo(4, ["clip"]))
+    while router.consume_once("photo_tasks", block_s=0.1):
+        pass
+    jobs = queued(conn, Capability.CLIP)
+    # The fresh photo goes in a batch; each suspect goes alone, so a second crash names one payload.
+    assert sorted(len(j.args[1]) for j in jobs) == [1, 1, 1, 1]
+    assert sorted(payload_ids(jobs)) == [1, 2, 3, 4]
+    assert conn.hlen(ROUTER_CRASHES) == 0  # delivered suspects are cleared
+
+
+# -- watchdog: liveness means the consumers are alive ------------------------------------------------
+class ThreadKiller(BaseException):
+    """Not an Exception: what still ends a consume thread (the catch-all spares only stop requests)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_consume_thread_makes_the_router_unhealthy_and_stop(
+    make_settings, redis_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_HEARTBEAT_S="1")
+    real_consume = router.consume_once
+
+    def consume_once(source: str, block_s: float = 1.0) -> int:
+        if source == "text_tasks":
+            raise ThreadKiller("consume thread ends")
+        return real_consume(source, block_s)
+
+    monkeypatch.setattr(router, "consume_once", consume_once)
+    health = serve_health(free_port(), lambda: (True, {}), host="127.0.0.1", live_check=router.problems)
+    assert health is not None
+    url = f"http://127.0.0.1:{health.server_address[1]}"
+    try:
+        with running(router) as thread:
+            wait_until(lambda: not thread.is_alive(), "the router to stop itself")
+        [problem] = router.problems()
+        assert "text_tasks" in problem and "dead" in problem
+        assert router.exit_code() == 1
+        # Heartbeat withheld: another router will recover what we hold once it expires.
+        conn.delete(consumer_heartbeat(router.consumer_id))
+        router._last_beat = 0.0
+        router._register()
+        assert not conn.exists(consumer_heartbeat(router.consumer_id))
+        # /healthz and /readyz say so, for an orchestrator.
+        healthz = httpx.get(f"{url}/healthz")
+        assert healthz.status_code == 503 and "text_tasks" in healthz.json()["problems"][0]
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        # `mindsight status` says so, for an operator.
+        [row] = collect(conn, router.settings)["routers"]
+        assert row["id"] == router.consumer_id and "text_tasks" in row["unhealthy"]
+    finally:
+        health.shutdown()
+        health.server_close()
+
+
+def test_a_stuck_consume_thread_makes_the_router_unhealthy_and_stop(
+    make_settings, redis_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_HEARTBEAT_S="1")
+    router.stuck_after_s = 4.0  # the healthy text thread comes round every ~1 s
+    release = threading.Event()
+    real_consume = router.consume_once
+
+    def consume_once(source: str, block_s: float = 1.0) -> int:
+        if source == "photo_tasks":
+            release.wait()  # e.g. a Redis reply that never comes on a half-open connection
+        return real_consume(source, block_s)
+
+    monkeypatch.setattr(router, "consume_once", consume_once)
+    try:
+        with running(router) as thread:
+            wait_until(lambda: not thread.is_alive(), "the router to stop itself")
+    finally:
+        release.set()
+    [problem] = router.problems()
+    assert "photo_tasks" in problem and "stuck" in problem
+    assert router.exit_code() == 1
+
+
+def test_a_healthy_router_stops_cleanly(make_settings, redis_url) -> None:
+    router, conn = make_router(make_settings, redis_url)
+    with running(router):
+        wait_until(lambda: conn.exists(consumer_heartbeat(router.consumer_id)) == 1, "a heartbeat")
+        assert router.problems() == []
+    assert router.problems() == [] and router.exit_code() == 0

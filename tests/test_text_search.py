@@ -17,8 +17,9 @@ from skimage import data
 from mindsight.cli.main import cli
 from services.text_search import load_query_model
 from shared.gallery_client import GalleryClient
+from shared.gallery_contract import MlResultIn
 from shared.images import load_image
-from shared.models.clip_registry import ClipModel
+from shared.models.clip.registry import ClipModel
 from shared.settings import Settings
 from tests.fixtures.gallery import GalleryServer
 
@@ -49,12 +50,9 @@ def indexed(
             # Decoded as workers and the CLI decode it (DCT-scaled JPEG), so `--image` finds distance 0.
             vector = model.image.predict([load_image(path, min_side=model.image.image_size)])[0]
             vectors[label][photo_id] = vector
-            body = {
-                "model": label,
-                "modality": "image",
-                "embedding": vector.tolist(),
-                "processing_status": "done",
-            }
+            body = MlResultIn(
+                model=label, modality="image", embedding=vector.tolist(), processing_status="done"
+            )
             client.post_ml_result(photo_id, body)
     client.close()
     return {"settings": settings, "ids": ids, "paths": paths, "vectors": vectors}
@@ -109,7 +107,7 @@ def test_only_the_requested_model_is_loaded(
     make_settings: Callable[..., Settings], tiny_clip_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(**tiny_clip_env, MINDSIGHT_DEVICE="cpu")
-    with caplog.at_level(logging.INFO, logger="shared.models.clip_registry"):
+    with caplog.at_level(logging.INFO, logger="shared.models.clip.registry"):
         model = load_query_model(settings, "tiny-oc")
     assert model.label == "tiny-oc" and model.text.loaded
     loaded = [r.getMessage() for r in caplog.records if "loaded CLIP model" in r.getMessage()]

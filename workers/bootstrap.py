@@ -43,7 +43,7 @@ def build_context(
 
 def _torch_needed(settings: Settings, capabilities: list[Capability]) -> bool:
     """False when every model this process runs is on onnxruntime or dlib."""
-    from shared.models.clip_runtime import clip_needs_torch
+    from shared.models.clip.runtime import clip_needs_torch
 
     if Capability.CAPTION in capabilities:
         return True
@@ -53,7 +53,7 @@ def _torch_needed(settings: Settings, capabilities: list[Capability]) -> bool:
 
 
 def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capability]) -> None:
-    from shared.models.clip_registry import load_clip_models
+    from shared.models.clip.registry import load_clip_models
 
     pref = settings.worker.device
     if _torch_needed(settings, capabilities):
@@ -80,7 +80,7 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
 
                 ctx.text_task = ClipTextTask(clip_models, settings.clip.label_for(None))
             case Capability.CAPTION:
-                from shared.models.blip_captioner import load_captioner
+                from shared.models.caption.blip_captioner import load_captioner
                 from workers.tasks.caption_task import CaptionTask
 
                 first = settings.clip.specs()[0]
@@ -96,7 +96,7 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
                     captioner, text_models[first.label], settings.caption.model_name
                 )
             case Capability.FACE:
-                from shared.models.face_registry import load_face_analyzer
+                from shared.models.face.registry import load_face_analyzer
                 from workers.tasks.face_task import FaceTask
 
                 analyzer = load_face_analyzer(settings.face, onnx_providers(pref), settings.worker.threads)

@@ -14,6 +14,11 @@ photo is dispatched at once.
 Housekeeping, every few seconds: consumer heartbeat, recovery of dead consumers' payloads, RQ registry
 clean-up (which is what turns a dead worker's job into a retry), and moving due retries out of RQ's
 scheduled registry.
+
+Liveness means the consumers are alive. A watchdog in the housekeeping loop checks that every consume
+thread is running and has come round its loop within CONSUMER_STUCK_AFTER_S. If one is dead or stuck,
+the router withholds its heartbeat (so its held payloads are recovered by another router), records why
+for `mindsight status`, answers 503 on /healthz, and stops with exit code 1 so it is restarted.
 """
 
 from __future__ import annotations
@@ -33,31 +38,56 @@ from rq.registry import clean_registries
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
-from shared.dead_letter import DeadLetter
-from shared.errors import BadPayload
+from shared.dead_letter import DeadLetter, DeadLetterQueue
 from shared.metrics import QUEUE_DEPTH, ROUTED
 from shared.payloads import Capability, parse_photo_job, parse_text_job
-from shared.queues import CONSUMERS_SET, RQ_QUEUES, consumer_heartbeat, processing_list
+from shared.queues import (
+    CONSUMERS_SET,
+    RQ_QUEUES,
+    consumer_heartbeat,
+    processing_list,
+    router_unhealthy,
+)
 from shared.settings import Settings
 from workers.dispatch import Dispatcher, rq_queue
+from workers.poison_pills import RAW_KEPT_CHARS, PoisonPills
 
 log = logging.getLogger(__name__)
+
+CONSUMER_STUCK_AFTER_S = 120.0
+"""A consume thread that has not come round its loop for this long is stuck. One round blocks at most
+about a second plus MINDSIGHT_BATCH_WAIT_MS; a dispatch is a few Redis round trips. Two minutes means a
+hung connection or a bug, never a slow moment."""
+
+UNHEALTHY_RECORD_TTL_S = 24 * 3600
+"""How long `mindsight status` shows why a router stopped itself."""
 
 
 class Router:
     """One consumer of the photo and text lists (a thread each) plus housekeeping."""
 
-    def __init__(self, connection: redis.Redis, settings: Settings, consumer_id: str | None = None) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        settings: Settings,
+        consumer_id: str | None = None,
+        stuck_after_s: float = CONSUMER_STUCK_AFTER_S,
+    ) -> None:
         self.connection = connection
         self.settings = settings
         self.redis_settings = settings.redis
         self.worker = settings.worker
         self.consumer_id = consumer_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.dispatcher = Dispatcher(connection, settings.worker, settings.redis)
+        self.poison_pills = PoisonPills(connection, self.consumer_id)
         self.stop_event = threading.Event()
         self.caption_enabled = settings.caption.enabled
         self.alive_ttl_s = max(3 * settings.worker.heartbeat_s, 5)
         self.sources = (self.redis_settings.photo_queue, self.redis_settings.text_queue)
+        self.stuck_after_s = stuck_after_s
+        self._threads: dict[str, threading.Thread] = {}
+        self._progress: dict[str, float] = {}  # consume thread -> when it last came round its loop
+        self._unhealthy: list[str] = []  # why the watchdog stopped us (sticky)
         # Checked on the batching hot path: the RQ list whose backlog means "workers are busy".
         self._busy_keys = {
             self.redis_settings.photo_queue: rq_queue(connection, Capability.CLIP).key,
@@ -73,34 +103,75 @@ class Router:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> None:
-        """Consume until stop() is called; survives Redis restarts."""
-        threads = [
-            threading.Thread(target=self._consume_forever, args=(src,), name=f"consume-{src}", daemon=True)
+        """Consume until stop() is called or the watchdog finds a dead or stuck consumer."""
+        self._threads = {
+            src: threading.Thread(
+                target=self._consume_forever, args=(src,), name=f"consume-{src}", daemon=True
+            )
             for src in self.sources
-        ]
-        for t in threads:
+        }
+        now = time.monotonic()
+        for src, t in self._threads.items():
+            self._progress[src] = now
             t.start()
         log.info("router %s consuming %s", self.consumer_id, ", ".join(self.sources))
         self._housekeeping_forever()
-        for t in threads:
+        for t in self._threads.values():
             t.join(timeout=10)
 
     def stop(self) -> None:
         self.stop_event.set()
 
+    def problems(self) -> list[str]:
+        """Why this router is not alive: dead or stuck consume threads (empty when healthy)."""
+        if self._unhealthy:
+            return list(self._unhealthy)
+        now = time.monotonic()
+        found = []
+        for source, thread in self._threads.items():
+            if not thread.is_alive():
+                if not self.stop_event.is_set():
+                    found.append(f"consume thread for {source} is dead")
+            elif (idle := now - self._progress[source]) > self.stuck_after_s:
+                found.append(f"consume thread for {source} stuck for {idle:.0f}s")
+        return found
+
+    def exit_code(self) -> int:
+        """1 when the watchdog stopped the router (so it is restarted), else 0."""
+        return 1 if self._unhealthy else 0
+
+    def _give_up(self, problems: list[str]) -> None:
+        self._unhealthy = problems
+        log.error("router %s UNHEALTHY: %s; stopping", self.consumer_id, "; ".join(problems))
+        try:
+            self.connection.set(
+                router_unhealthy(self.consumer_id), "; ".join(problems), ex=UNHEALTHY_RECORD_TTL_S
+            )
+        except redis.RedisError as exc:
+            log.warning("router: could not record the reason in Redis (%s)", exc)
+        self.stop()
+
     # -- consuming ----------------------------------------------------------------------------------
     def _consume_forever(self, source: str) -> None:
+        """Consume `source` until stopped. Nothing but a stop request ends this loop: Redis errors are
+        waited out, and any other error settles the payloads we hold one by one, so the one that caused
+        it is dead-lettered with the exception and the rest are routed."""
         backoff = 0.5
         while not self.stop_event.is_set():
+            self._progress[source] = time.monotonic()
             try:
                 self.drain_processing(source)  # whatever a previous crash of ours left behind
                 while not self.stop_event.is_set():
+                    self._progress[source] = time.monotonic()
                     self.consume_once(source, block_s=1.0)
                     backoff = 0.5
             except redis.RedisError as exc:
                 log.warning("router: Redis unavailable on %s (%s); retrying in %.1fs", source, exc, backoff)
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+            except Exception as exc:
+                log.exception("router: unexpected error on %s; settling held payloads one by one", source)
+                self.settle_one_by_one(source, exc)
 
     def consume_once(self, source: str, block_s: float = 1.0) -> int:
         """Take up to one batch from `source` and dispatch it; returns the number of payloads taken."""
@@ -123,8 +194,51 @@ class Router:
             if item is None:
                 break
             items.append(item)
-        self.dispatch(source, mine, items)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
+        self._dispatch_isolating_suspects(source, mine, items)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
         return len(items)
+
+    def _dispatch_isolating_suspects(self, source: str, mine: str, items: list[bytes]) -> None:
+        """Dispatch `items`; payloads held by a consumer that died go alone, the other suspects back.
+
+        If a suspect kills us too, our processing list then holds it and nothing else, so the next
+        recovery counts the second crash against that payload only (see poison_pills)."""
+        suspects = self.poison_pills.suspects(items)
+        if not suspects:
+            self.dispatch(source, mine, items)
+            return
+        clean = [raw for raw in items if raw not in suspects]
+        if clean:
+            self.dispatch(source, mine, clean)
+        first, *others = [raw for raw in items if raw in suspects]
+        with self.connection.pipeline() as pipe:
+            for raw in reversed(others):  # back to the consuming end, in their order
+                pipe.lrem(mine, 1, raw)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
+                pipe.rpush(source, raw)
+            pipe.execute()
+        self.dispatch(source, mine, [first])
+
+    def settle_one_by_one(self, source: str, batch_error: BaseException) -> None:
+        """After an unexpected error: dispatch each held payload alone; dead-letter the ones that fail."""
+        mine = processing_list(source, self.consumer_id)
+        for raw in self.connection.lrange(mine, 0, -1):
+            try:
+                self.dispatch(source, mine, [raw])  # type: ignore[list-item]  # redis-py stubs: bytes replies
+            except redis.RedisError:
+                raise
+            except Exception as exc:
+                log.error(
+                    "router: payload on %s failed alone (%s: %s); dead-lettered",
+                    source,
+                    type(exc).__name__,
+                    exc,
+                )
+                with self.connection.pipeline() as pipe:
+                    self._dlq(source).push(self._letter(exc, raw, source), pipe)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
+                    pipe.lrem(mine, 1, raw)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
+                    self.poison_pills.forget(pipe, [raw])  # type: ignore[list-item]  # redis-py stubs: bytes replies
+                    pipe.execute()
+                ROUTED.labels(source, "crashed").inc()
+        log.debug("router: settled after %s", type(batch_error).__name__)
 
     def drain_processing(self, source: str) -> None:
         """Dispatch payloads left in our own processing list (after a Redis error or a restart)."""
@@ -135,7 +249,6 @@ class Router:
     def dispatch(self, source: str, processing: str, items: list[bytes]) -> None:
         """Create the jobs (or dead letters) for `items` and drop them from `processing`, atomically."""
         is_text = source == self.redis_settings.text_queue
-        dlq_key = self.redis_settings.text_dlq if is_text else self.redis_settings.photo_dlq
         groups: dict[Capability, list[dict[str, Any]]] = defaultdict(list)
         letters: list[DeadLetter] = []
         for raw in items:
@@ -151,23 +264,17 @@ class Router:
                 payload = _original(raw)
                 for cap in caps:
                     groups[cap].append(payload)
-            except BadPayload as exc:
-                letters.append(
-                    DeadLetter.from_exception(
-                        exc,
-                        capability=None,
-                        raw=raw.decode("utf-8", "replace")[:65536],
-                        worker=self.consumer_id,
-                        source_queue=source,
-                    )
-                )
+            except Exception as exc:  # hostile input is normal input: whatever reading it raised
+                letters.append(self._letter(exc, raw, source))
+        dlq = self._dlq(source)
         with self.connection.pipeline() as pipe:
             for cap, payloads in groups.items():
                 self.dispatcher.add(pipe, cap, payloads)
             for letter in letters:
-                pipe.lpush(dlq_key, letter.to_json())
+                dlq.push(letter, pipe)
             for raw in items:
                 pipe.lrem(processing, 1, raw)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
+            self.poison_pills.forget(pipe, items)
             pipe.execute()
         ROUTED.labels(source, "dispatched").inc(len(items) - len(letters))
         if letters:
@@ -175,14 +282,30 @@ class Router:
             for letter in letters:
                 log.warning("malformed payload on %s dead-lettered: %s", source, letter.error)
 
+    def _dlq(self, source: str) -> DeadLetterQueue:
+        is_text = source == self.redis_settings.text_queue
+        return DeadLetterQueue(
+            self.connection, self.redis_settings.text_dlq if is_text else self.redis_settings.photo_dlq
+        )
+
+    def _letter(self, exc: BaseException, raw: bytes, source: str) -> DeadLetter:
+        """A dead letter for a payload the router could not hand on: kept verbatim, not parsed again."""
+        return DeadLetter.from_exception(
+            exc,
+            capability=None,
+            raw=raw.decode("utf-8", "replace")[:RAW_KEPT_CHARS],
+            worker=self.consumer_id,
+            source_queue=source,
+        )
+
     def _workers_busy(self, source: str) -> bool:
         return bool(self.connection.llen(self._busy_keys[source]))
 
     # -- housekeeping -------------------------------------------------------------------------------
     def _register(self) -> None:
         now = time.monotonic()
-        if now - getattr(self, "_last_beat", 0.0) < 1.0:
-            return
+        if now - getattr(self, "_last_beat", 0.0) < 1.0 or self.problems():
+            return  # an unhealthy router withholds its heartbeat: what it holds will be recovered
         self._last_beat = now
         with self.connection.pipeline() as pipe:
             pipe.sadd(CONSUMERS_SET, self.consumer_id)
@@ -192,10 +315,15 @@ class Router:
     def _housekeeping_forever(self) -> None:
         interval = max(1.0, self.worker.heartbeat_s / 2)
         while not self.stop_event.is_set():
+            if problems := self.problems():
+                self._give_up(problems)
+                return
             try:
                 self.housekeeping()
             except redis.RedisError as exc:
                 log.warning("router housekeeping: Redis unavailable (%s)", exc)
+            except Exception:  # a failure callback's bug must not end housekeeping; the next round retries
+                log.exception("router housekeeping failed")
             self.stop_event.wait(interval)
 
     def housekeeping(self) -> None:
@@ -220,7 +348,10 @@ class Router:
             )
 
     def recover_dead_consumers(self) -> int:
-        """Give payloads held by consumers whose heartbeat expired back to the backend lists."""
+        """Give payloads held by consumers whose heartbeat expired back to the backend lists.
+
+        A payload held by a consumer that died is a suspect; one that was held by POISON_PILL_CRASHES
+        dead consumers is dead-lettered unparsed instead, so it cannot take down the next router."""
         moved = 0
         for raw_id in self.connection.smembers(CONSUMERS_SET):
             cid = raw_id.decode()  # type: ignore[union-attr]  # redis-py stubs: bytes replies
@@ -228,9 +359,8 @@ class Router:
                 continue
             for source in self.sources:
                 held = processing_list(source, cid)
-                # Back to the consuming end, so they are next in line, in their original order.
-                while self.connection.lmove(held, source, "LEFT", "RIGHT") is not None:
-                    moved += 1
+                while (outcome := self.poison_pills.recover_one(held, source, self._dlq(source))) is not None:
+                    moved += outcome
             self.connection.srem(CONSUMERS_SET, cid)
         if moved:
             log.warning("router: recovered %d payload(s) from dead consumers", moved)

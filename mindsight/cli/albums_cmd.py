@@ -1,4 +1,8 @@
-"""`mindsight albums`: group the faces in your photos into people and create one album per person."""
+"""`mindsight albums`: group the faces in your photos into people and keep one album per person.
+
+Each run scans only photos it has not seen (state in MINDSIGHT_PEOPLE_STATE_DIR): new faces join the
+people found before, the rest may form new people; albums are created or grown to match.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,11 @@ from services.people_albums import run_people_albums
 from shared.device import onnx_providers
 from shared.errors import GalleryAuthError, GalleryRejected, GalleryUnavailable
 from shared.gallery_client import GalleryClient
-from shared.models.face_registry import distance_threshold, load_face_analyzer
+from shared.models.face.registry import distance_threshold, load_face_analyzer
 
 
 @click.command()
-@click.option("--dry-run", is_flag=True, help="Print the people found; create no album.")
+@click.option("--dry-run", is_flag=True, help="Print what would change; write no album and no state.")
 @click.option(
     "--max-photos", type=int, default=None, help="Newest photos to scan [default: MAX_PHOTOS; 0 = all]."
 )
@@ -32,7 +36,7 @@ from shared.models.face_registry import distance_threshold, load_face_analyzer
 def albums(
     ctx: click.Context, dry_run: bool, max_photos: int | None, threshold: float | None, min_faces: int | None
 ) -> None:
-    """Find faces in the gallery's photos (read from PROJECT_ROOT), cluster them, create people albums."""
+    """Find faces in new photos (read from PROJECT_ROOT), add them to people, create or grow albums."""
     settings = settings_from(ctx)
     face = settings.face
     threshold = distance_threshold(face) if threshold is None else threshold
@@ -62,7 +66,9 @@ def albums(
     verb = "would create" if dry_run else "created"
     made = len(report.groups) if dry_run else len(report.created)
     click.echo(
-        f"{report.photos} photos ({report.photos_skipped} unreadable), {report.faces} faces "
-        f"({report.faces_used} clustered), {len(report.groups)} people; {verb} {made} albums, "
-        f"{len(report.already_present)} already present; {report.seconds:.1f}s"
+        f"{report.photos} photos ({report.photos_new} new, {report.photos_skipped} unreadable), "
+        f"{report.faces} faces ({report.faces_used} used); {report.people_known} people known, "
+        f"{len(report.grown)} gain faces, {len(report.groups)} new people; {verb} {made} albums, "
+        f"{len(report.already_present)} already present, {report.photos_added} photos added, "
+        f"{report.photos_pending} pending; {report.seconds:.1f}s"
     )

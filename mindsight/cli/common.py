@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from shared.errors import ConfigError
+from shared.redaction import redact
 from shared.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,7 +30,7 @@ def config_errors_exit(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            click.echo(f"configuration error: {exc}", err=True)
+            click.echo(redact(f"configuration error: {exc}"), err=True)
             raise SystemExit(2) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -19,6 +19,7 @@ from shared.errors import GalleryAuthError, GalleryRejected, GalleryUnavailable
 from shared.gallery_client import GalleryClient
 from shared.payloads import TASK_NAMES
 from shared.queues import KEY_PREFIX
+from shared.redaction import redact_url
 from shared.settings import Settings
 
 TEXT_REQUEST_COUNTER = f"{KEY_PREFIX}:dev:text_request_id"
@@ -45,14 +46,15 @@ def _redis(settings: Settings) -> redis.Redis:
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:
-        raise click.ClickException(f"Redis unreachable at REDIS_URL={settings.redis.url}: {exc}") from exc
+        url = redact_url(settings.redis.url)
+        raise click.ClickException(f"Redis unreachable at REDIS_URL={url}: {exc}") from exc
     return client
 
 
 def _gallery(settings: Settings) -> GalleryClient:
     settings.gallery.require_access_token()
     client = GalleryClient(settings.gallery, internal=False, retry_base_s=0.2)
-    url = settings.gallery.api_base_url
+    url = redact_url(settings.gallery.api_base_url)
     try:
         # Part of the contract every gallery implements, and it proves the token before any upload.
         client.list_photos(limit=1, page_size=1)
@@ -115,6 +117,7 @@ def _enqueue_photos(
 ) -> int:
     """Upload and queue each image; return how many failed (aborts on auth or outage)."""
     gallery = _gallery(settings)
+    gallery_url, redis_url = redact_url(settings.gallery.api_base_url), redact_url(settings.redis.url)
     queued = failed = 0
     try:
         for n, image in enumerate(images, 1):
@@ -127,7 +130,7 @@ def _enqueue_photos(
                 continue
             except (GalleryUnavailable, GalleryAuthError) as exc:
                 raise click.ClickException(
-                    f"{prefix}: gallery at API_BASE_URL={settings.gallery.api_base_url} failed: {exc} "
+                    f"{prefix}: gallery at API_BASE_URL={gallery_url} failed: {exc} "
                     f"({queued} queued before this)"
                 ) from exc
             job = {
@@ -140,7 +143,7 @@ def _enqueue_photos(
                 queue.lpush(settings.redis.photo_queue, json.dumps(job))
             except (redis.RedisError, OSError) as exc:
                 raise click.ClickException(
-                    f"{prefix}: uploaded as photo {photo['id']} but Redis at REDIS_URL={settings.redis.url} "
+                    f"{prefix}: uploaded as photo {photo['id']} but Redis at REDIS_URL={redis_url} "
                     f"failed: {exc} ({queued} queued before this)"
                 ) from exc
             queued += 1

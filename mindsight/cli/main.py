@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from mindsight import __version__
+from shared.redaction import redact
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "router": ("mindsight.cli.router_cmd", "router"),
@@ -46,6 +47,29 @@ class LazyGroup(click.Group):
         if not isinstance(cmd, click.Command):
             raise click.ClickException(f"{target[0]}.{target[1]} is not a command")
         return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand: Redis out of reach is one line, and no error message shows a URL's secret."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if _redis_unreachable(exc):
+                raise click.ClickException(redact(f"Redis at REDIS_URL is unreachable: {exc}")) from exc
+            if not isinstance(exc, click.ClickException):
+                raise
+            if (safe := redact(exc.message)) == exc.message:
+                raise
+            if isinstance(exc, click.UsageError):
+                raise click.UsageError(safe, exc.ctx) from exc
+            raise click.ClickException(safe) from exc
+
+
+def _redis_unreachable(exc: Exception) -> bool:
+    """A Redis connection or timeout error (not a bug such as WRONGTYPE, which keeps its traceback)."""
+    # Imported only when a command has failed: `mindsight --help` and the model commands never need redis.
+    from redis import exceptions as redis_errors
+
+    return isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

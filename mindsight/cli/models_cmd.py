@@ -45,8 +45,8 @@ def export(
             f"export needs the torch extra (missing {', '.join(missing)}): install mindsight-ml[torch], or "
             "run it in the full image and share MINDSIGHT_MODELS_DIR"
         )
-    from shared.models.onnx_export import ExportError, export_clip
-    from shared.models.onnx_manifest import default_export_root
+    from shared.models.onnx.export import ExportError, export_clip
+    from shared.models.onnx.manifest import default_export_root
 
     root = out or default_export_root(settings.store.models_dir)
     failed = []
@@ -75,7 +75,7 @@ def export(
 @config_errors_exit
 def download(ctx: click.Context, clip: bool, caption: bool, face: bool, all_kinds: bool) -> None:
     """Fetch the configured models to where the workers load them from; present ones are skipped."""
-    from shared.models.model_download import DownloadError, fetch, plan
+    from shared.models.store.download import DownloadError, fetch, plan
 
     settings = settings_from(ctx)
     chosen = {k for k, on in (("clip", clip), ("caption", caption), ("face", face)) if on}
@@ -102,7 +102,7 @@ def download(ctx: click.Context, clip: bool, caption: bool, face: bool, all_kind
 @config_errors_exit
 def ls(ctx: click.Context, as_json: bool) -> None:
     """What is configured, what is on disk and where, and the ONNX exports with their checks."""
-    from shared.models.model_inventory import inventory
+    from shared.models.store.inventory import inventory
 
     data = inventory(settings_from(ctx))
     if as_json:

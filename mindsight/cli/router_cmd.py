@@ -37,8 +37,12 @@ def router(ctx: click.Context) -> None:
             return False, {"redis": str(exc)}
         return True, {"consumer": the_router.consumer_id}
 
-    serve_health(settings.worker.metrics_port, ready)
+    serve_health(
+        settings.worker.metrics_port, ready, host=settings.worker.metrics_host, live_check=the_router.problems
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: the_router.stop())
     the_router.run()
     log.info("router stopped")
+    # Non-zero when the watchdog stopped us: an orchestrator restarts the process.
+    ctx.exit(the_router.exit_code())

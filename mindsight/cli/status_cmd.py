@@ -15,7 +15,8 @@ from rq.worker import Worker
 
 from mindsight.cli.common import config_errors_exit, settings_from
 from shared.payloads import Capability
-from shared.queues import CONSUMERS_SET, consumer_heartbeat, processing_list
+from shared.queues import CONSUMERS_SET, consumer_heartbeat, processing_list, router_unhealthy
+from shared.redaction import redact_url
 from shared.settings import Settings
 from workers.dispatch import rq_queue
 
@@ -28,7 +29,15 @@ def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
     for raw in sorted(conn.smembers(CONSUMERS_SET)):
         cid = raw.decode()  # type: ignore[union-attr]  # redis-py stubs: bytes replies
         held = sum(int(conn.llen(processing_list(s, cid))) for s in sources)
-        consumers.append({"id": cid, "alive": bool(conn.exists(consumer_heartbeat(cid))), "holding": held})
+        unhealthy = conn.get(router_unhealthy(cid))  # why its watchdog stopped it, if it did
+        consumers.append(
+            {
+                "id": cid,
+                "alive": bool(conn.exists(consumer_heartbeat(cid))),
+                "unhealthy": unhealthy.decode() if unhealthy else None,  # type: ignore[union-attr]  # redis-py stubs: bytes replies
+                "holding": held,
+            }
+        )
     queues = []
     for cap in Capability:
         q = rq_queue(conn, cap)
@@ -56,7 +65,7 @@ def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
             }
         )
     return {
-        "redis": settings.redis.url.split("@")[-1],  # never print a password
+        "redis": redact_url(settings.redis.url),
         "backend_lists": {name: int(conn.llen(name)) for name in sources},
         "dead_letters": {r.photo_dlq: int(conn.llen(r.photo_dlq)), r.text_dlq: int(conn.llen(r.text_dlq))},
         "routers": consumers,
@@ -115,7 +124,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
         )
     for c in data["routers"]:
         workers.add_row(
-            c["id"], "router", "-", "alive" if c["alive"] else "DEAD", str(c["holding"]), "-", "-"
+            c["id"],
+            "router",
+            "-",
+            f"UNHEALTHY: {c['unhealthy']}" if c["unhealthy"] else "alive" if c["alive"] else "DEAD",
+            str(c["holding"]),
+            "-",
+            "-",
         )
     console.print(workers)
 

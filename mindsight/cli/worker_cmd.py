@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import click
 import redis
@@ -16,7 +15,7 @@ from shared.payloads import Capability
 from shared.queues import RQ_QUEUES
 from workers.bootstrap import build_context
 from workers.dispatch import rq_queue
-from workers.rq_worker import MindsightWorker
+from workers.rq_worker import MindsightWorker, work_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ def worker() -> None:
 
 
 def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) -> None:
-    """Load models, then work the capability queues; restart the loop (models kept) if Redis drops."""
+    """Load models, then work the capability queues; outlast Redis outages (models kept)."""
     settings = settings_from(ctx)
     configure_logging(settings.worker.log_level, settings.worker.log_format)
     wctx = build_context(settings, capabilities)
@@ -47,10 +46,10 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
             "paused_s": round(wctx.pause.remaining(), 1),
         }
 
-    serve_health(settings.worker.metrics_port, ready)
-    backoff = 1.0
-    while True:
-        w = MindsightWorker(
+    serve_health(settings.worker.metrics_port, ready, host=settings.worker.metrics_host)
+
+    def make_worker() -> MindsightWorker:
+        return MindsightWorker(
             queues,
             connection=wctx.connection,
             serializer=JSONSerializer,
@@ -61,15 +60,8 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
             maintenance_interval=max(30, settings.worker.heartbeat_s * 3),
             job_monitoring_interval=settings.worker.heartbeat_s,
         )
-        try:
-            w.work(burst=burst, logging_level=None)
-        except redis.RedisError as exc:
-            log.warning("worker lost Redis: %s", exc)
-        if burst or w.stop_requested_by_signal:
-            return
-        log.warning("worker loop ended unexpectedly (Redis restart?); restarting in %.0fs", backoff)
-        time.sleep(backoff)
-        backoff = min(backoff * 2, 30.0)
+
+    work_until_stopped(make_worker, burst)
 
 
 def _make(cap: Capability) -> click.Command:

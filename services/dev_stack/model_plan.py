@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import enum
 import importlib.util
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.models.model_sources import looks_like_path, resolve_local
+from shared.errors import ConfigError
+from shared.models.store.locations import face_pack_dir
+from shared.models.store.source import parse_source
 from shared.settings import Settings
 
 STANDIN_CLIP_LABELS = ("standin-hf", "standin-oc")
@@ -25,13 +26,6 @@ DLIB_FACE_LABEL = "dlib-resnet-v1"
 
 STANDIN_CAPTION_TOKENS = "12"
 """CAPTION_MAX_LENGTH with the random BLIP: its word salad never ends by itself, so keep it short."""
-
-HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-OPEN_CLIP_WEIGHTS = (
-    "open_clip_model.safetensors",
-    "open_clip_pytorch_model.bin",
-    "open_clip_pytorch_model.safetensors",
-)
 
 
 class ModelMode(enum.StrEnum):
@@ -101,9 +95,7 @@ def plan_models(settings: Settings, mode: ModelMode, standin_root: Path) -> Mode
 def _plan_faces(settings: Settings, plan: ModelPlan) -> None:
     face = settings.face
     if face.backend == "insightface":
-        from shared.models.face_insightface import model_pack_dir
-
-        pack = model_pack_dir(face.model_dir, face.model_name)
+        pack = face_pack_dir(face)
         if pack.is_dir() and any(pack.glob("*.onnx")):
             plan.notes.append(f"faces: insightface {face.model_name} from {pack}")
             return
@@ -140,68 +132,14 @@ def faces_extra_installed() -> bool:
 
 def clip_on_disk(source: str, settings: Settings) -> bool:
     """True when the CLIP source can be loaded without the network."""
-    models_dir = settings.store.models_dir
-    if source.startswith("local-dir:"):
-        return Path(source.removeprefix("local-dir:")).expanduser().is_dir()
-    if resolve_local(source, models_dir) is not None:
-        return True
-    if looks_like_path(source):
+    try:
+        return parse_source(source, settings.store.models_dir).on_disk()
+    except ConfigError:  # a local folder that is no CLIP model: the stand-ins, and the loader says why
         return False
-    if source.startswith("hf-hub:"):
-        return hub_cached(source.removeprefix("hf-hub:").strip("/"), OPEN_CLIP_WEIGHTS)
-    name, sep, tag = source.partition(":")
-    if not sep:
-        name, sep, tag = source.partition("/")
-    if sep and _open_clip_name(name):
-        return _open_clip_tag_cached(name, tag)
-    return hub_cached(source, HF_WEIGHTS, need="config.json")
 
 
 def caption_on_disk(name: str, settings: Settings) -> bool:
     """True when CAPTION_MODEL_NAME is a local folder or completely in the Hugging Face cache."""
-    name = name.strip()
-    if not name:
+    if not name.strip():
         return False
-    if resolve_local(name, settings.store.models_dir) is not None:
-        return True
-    return not looks_like_path(name) and hub_cached(name, HF_WEIGHTS, need="config.json")
-
-
-def hub_cached(repo: str, weights: Sequence[str], need: str | None = None) -> bool:
-    """True when the HF cache holds `need` (if given) and one of `weights` for `repo`."""
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(filename: str) -> bool:
-        try:
-            return isinstance(try_to_load_from_cache(repo, filename), str)
-        except ValueError:  # not a valid repo id
-            return False
-
-    return (need is None or cached(need)) and any(cached(w) for w in weights)
-
-
-def _open_clip_name(name: str) -> bool:
-    """Whether open_clip has an architecture `name`, read from its config files: importing it costs torch."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    configs = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
-    return (configs / f"{name}.json").is_file()
-
-
-def _open_clip_tag_cached(name: str, tag: str) -> bool:
-    import open_clip
-
-    if Path(tag).expanduser().is_file():
-        return True
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    if not cfg:
-        return False
-    hub = str(cfg.get("hf_hub") or "")
-    if hub.endswith("/"):  # open_clip's convention: a repo id, default weight file names
-        return hub_cached(hub.rstrip("/"), OPEN_CLIP_WEIGHTS)
-    if hub:
-        repo, filename = hub.rsplit("/", 1)
-        return hub_cached(repo, [filename])
-    url = cfg.get("url") or ""
-    return bool(url) and (Path("~/.cache/clip").expanduser() / Path(url).name).is_file()
+    return parse_source(name, settings.store.models_dir, "caption").on_disk()

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 from shared.errors import ConfigError
+
+EXEC_GRACE_S = 2.0
+"""How long an empty /proc/PID/cmdline is re-read. A process in the middle of exec() shows an empty
+cmdline for a few milliseconds after its parent's Popen() returned (the new image's argument area is not
+set up yet); a live process that stays empty this long is a kernel thread, not ours."""
 
 
 class AlreadyRunning(ConfigError):
@@ -60,8 +66,20 @@ class PidFile:
 
 
 def _runs_ours(pid: int) -> bool:
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.exists():
+    """Whether live `pid` runs a mindsight or redis command; a process still in exec() is waited for."""
+    proc = Path(f"/proc/{pid}")
+    if not proc.joinpath("cmdline").exists():
         return True  # no /proc (macOS): a live recorded pid is the best evidence there is
-    text = cmdline.read_bytes().replace(b"\0", b" ")
-    return b"mindsight" in text or b"redis" in text
+    deadline = time.monotonic() + EXEC_GRACE_S
+    while True:
+        text = proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ")
+        if text:
+            return b"mindsight" in text or b"redis" in text
+        if _is_zombie(proc) or time.monotonic() >= deadline:
+            return False  # exited (not yet reaped), or a kernel thread: nothing is running there
+        time.sleep(0.005)
+
+
+def _is_zombie(proc: Path) -> bool:
+    # /proc/PID/stat is "pid (comm) state ..."; comm may hold spaces or parentheses, so split at the last ')'.
+    return proc.joinpath("stat").read_text().rpartition(")")[2].split()[0] == "Z"

@@ -112,6 +112,7 @@ def stack_env(
         "UPLOAD_BASE_DIR": str(gallery_root),
         "MINDSIGHT_THREADS": threads,
         "MINDSIGHT_METRICS_PORT": "0",  # several workers on one machine would fight over one port
+        "MINDSIGHT_METRICS_HOST": LOOPBACK,  # should one be turned on by hand
     }
 
 

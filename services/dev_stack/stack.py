@@ -30,6 +30,7 @@ from services.dev_stack.preflight import (
 from services.dev_stack.supervisor import ChildFailed, StopRequested, Supervisor
 from shared.embedded_redis import reachable
 from shared.gallery_client import GalleryClient
+from shared.redaction import redact_url
 from shared.settings import Settings
 
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -111,7 +112,7 @@ class DevStack:
         redis = choose_redis(self.settings.redis.url, embedded=self.opt.embedded_redis)
         tokens = dev_tokens(self.settings)
         if not redis.embedded:
-            say(f"Redis: using REDIS_URL={redis.url}")
+            say(f"Redis: using REDIS_URL={redact_url(redis.url)}")
             if not is_loopback(redis.url):
                 say(
                     "  it is not on this machine: this stack's router will consume its queues. "
@@ -166,8 +167,9 @@ class DevStack:
     def _start(self, sup: Supervisor, redis: RedisChoice, plan: ModelPlan) -> None:
         if redis.embedded:
             data = self.var / "redis"
+            configured = redact_url(self.settings.redis.url)
             self.logs.say(
-                f"Redis: nothing answers at REDIS_URL={self.settings.redis.url}; starting an embedded "
+                f"Redis: nothing answers at REDIS_URL={configured}; starting an embedded "
                 f"redis-server at {redis.url} (data in {data})",
                 fg="yellow",
             )

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mindsight import __version__
+from services.embed_api.body_limit import BodyLimitMiddleware
 from services.embed_api.http_errors import error_response, install_error_handlers
 from services.embed_api.metrics import EmbedApiMetrics, RequestMetricsMiddleware
 from services.embed_api.schemas import (
@@ -29,7 +30,7 @@ from services.embed_api.schemas import (
 from services.embed_api.text_embedding import TextEmbeddingService
 from shared.errors import ConfigError
 from shared.metrics import record_models
-from shared.models.clip_registry import ClipModel
+from shared.models.clip.registry import ClipModel
 from shared.settings import PLACEHOLDER_TOKENS, EmbedApiSettings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -65,6 +66,7 @@ def create_app(models: Mapping[str, ClipModel], default_label: str, settings: Em
     app.state.metrics = metrics
     install_error_handlers(app)
     _add_routes(app, service, metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if token:
         app.add_middleware(TokenAuthMiddleware, token=token)
     # Added last so it is outermost: it also counts the 401s of the token check.

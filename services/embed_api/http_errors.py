@@ -28,6 +28,17 @@ STATUS_BY_ERROR: tuple[tuple[type[MindsightError], int], ...] = (
 """First match wins, so subclasses come before their bases. 4xx: the request must change; 503: retry."""
 
 
+class BodyTooLarge(HTTPException):
+    """The request body is over EMBED_API_MAX_BODY_BYTES (raised while it is read, before it is parsed)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, body_too_large_message(limit), headers={"connection": "close"})
+
+
+def body_too_large_message(limit: int) -> str:
+    return f"request body over {limit} bytes (EMBED_API_MAX_BODY_BYTES)"
+
+
 def status_for(exc: MindsightError) -> int:
     """The HTTP status for one of our errors."""
     return next(status for kind, status in STATUS_BY_ERROR if isinstance(exc, kind))
@@ -36,8 +47,9 @@ def status_for(exc: MindsightError) -> int:
 def error_response(
     status: int, message: str, kind: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """The JSON error body every failure answers with."""
-    return JSONResponse({"error": message, "error_type": kind}, status_code=status, headers=headers)
+    """The JSON error body every failure answers with; it always encodes (a lone surrogate is escaped)."""
+    safe = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"error": safe, "error_type": kind}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -66,6 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers) if exc.headers else None
+        if isinstance(exc, BodyTooLarge):
+            return error_response(413, str(exc.detail), "InputTooLarge", headers)
+        if (problem := _unparsable_body(exc)) is not None:
+            return error_response(400, f"malformed JSON body: {problem}", "MalformedJSON")
         return error_response(exc.status_code, str(exc.detail), "HTTPError", headers)
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -76,6 +92,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def _unparsable_body(exc: HTTPException) -> str | None:
+    """What FastAPI's bare "error parsing the body" 400 was about, when its cause is one we can name."""
+    cause = exc.__cause__
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8 ({cause.reason} at byte {cause.start})"
+    return None
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+
+def _unicode_text(value: str) -> str:
+    """Refuse lone surrogates: JSON lets `"\\ud800"` through, but no tokenizer or encoder can take it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            "unicode_text",
+            "not valid Unicode text: lone surrogate {char} at index {index}",
+            {"char": ascii(value[exc.start])[1:-1], "index": exc.start},
+        ) from None
+    return value
+
+
+UnicodeText = Annotated[str, AfterValidator(_unicode_text)]
+"""A string that encodes to UTF-8: every text field of a request body is one."""
 
 
 class EmbedTextIn(BaseModel):
@@ -14,8 +32,8 @@ class EmbedTextIn(BaseModel):
         extra="ignore", json_schema_extra={"examples": [{"text": "a cat on the beach"}]}
     )
 
-    text: str
-    model: str | None = None
+    text: UnicodeText
+    model: UnicodeText | None = None
 
 
 class EmbedTextOut(BaseModel):
@@ -31,8 +49,8 @@ class EmbedTextsIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    texts: list[str] = Field(description="At most EMBED_API_MAX_BATCH non-empty texts.")
-    model: str | None = None
+    texts: list[UnicodeText] = Field(description="At most EMBED_API_MAX_BATCH non-empty texts.")
+    model: UnicodeText | None = None
 
 
 class EmbedTextsOut(BaseModel):

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from services.embed_api.app import api_token, create_app
 from shared.device import resolve_device
 from shared.logging_setup import configure_logging
-from shared.models.clip_registry import load_clip_models
-from shared.models.clip_runtime import clip_needs_torch
+from shared.models.clip.registry import load_clip_models
+from shared.models.clip.runtime import clip_needs_torch
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from shared.errors import BadPayload, ConfigError, UnknownModel
-from shared.models.clip_registry import ClipModel
+from shared.models.clip.registry import ClipModel
 
 WARM_UP_TEXT = "a photo of a cat on the beach"
 """Embedded once per model at start-up: the first forward pass pays torch's one-off set-up costs."""

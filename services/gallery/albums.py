@@ -45,6 +45,36 @@ class AlbumStore:
             "created_at": created_at,
         }
 
+    def add_photos(self, user_id: int, album_id: int, photo_ids: Sequence[int]) -> dict[str, Any]:
+        """Append photos to the user's album (ids already in it are skipped); PhotoNotFound names an
+        unknown album or photo ids that are unknown or another user's."""
+        ids = list(dict.fromkeys(photo_ids))
+        with self.db.write() as conn:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM albums WHERE id = ? AND user_id = ?", (album_id, user_id)
+                ).fetchone()
+                is None
+            ):
+                raise PhotoNotFound(f"album not found: {album_id}")
+            owned = _owned(conn, user_id, ids)
+            missing = [i for i in ids if i not in owned]
+            if missing:
+                raise PhotoNotFound(f"photos not found: {missing[:20]}{' ...' if len(missing) > 20 else ''}")
+            present = {
+                r[0]
+                for r in conn.execute("SELECT photo_id FROM album_photos WHERE album_id = ?", (album_id,))
+            }
+            start = conn.execute(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM album_photos WHERE album_id = ?", (album_id,)
+            ).fetchone()[0]
+            new = [i for i in ids if i not in present]
+            conn.executemany(
+                "INSERT INTO album_photos (album_id, photo_id, position) VALUES (?, ?, ?)",
+                [(album_id, pid, start + pos) for pos, pid in enumerate(new)],
+            )
+        return next(a for a in self.list(user_id) if a["id"] == album_id)
+
     def list(self, user_id: int) -> list[dict[str, Any]]:
         """The user's albums, oldest first, each with its photo ids in album order."""
         with self.db.read() as conn:

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/_dev", dependencies=[Depends(require_internal)], tag
 def set_fault(body: FaultIn, request: Request) -> dict[str, Any]:
     """Next `count` internal callbacks (0: all until cleared) sleep `delay_s`, then answer `status`."""
     faults: FaultInjector = request.app.state.faults
-    fault = faults.set(body.status, body.count, body.delay_s)
+    fault = faults.set(body.status, body.count, body.delay_s, body.only)
     return {"fault": fault.as_dict() if fault else None}
 
 

@@ -29,9 +29,16 @@ class Fault:
     status: int | None
     delay_s: float
     remaining: int | None
+    only: str | None = None
+    """Only callbacks whose path contains this (e.g. `/photos/7/`) suffer it; the others pass."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "delay_s": self.delay_s, "remaining": self.remaining}
+        return {
+            "status": self.status,
+            "delay_s": self.delay_s,
+            "remaining": self.remaining,
+            "only": self.only,
+        }
 
 
 class FaultInjector:
@@ -41,30 +48,36 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._fault: Fault | None = None
 
-    def set(self, status: int | None = None, count: int = 0, delay_s: float = 0.0) -> Fault | None:
-        """Arm a fault for the next `count` callbacks (0: until cleared); no status and no delay clears."""
+    def set(
+        self, status: int | None = None, count: int = 0, delay_s: float = 0.0, only: str | None = None
+    ) -> Fault | None:
+        """Arm a fault for the next `count` callbacks (0: until cleared); no status and no delay clears.
+
+        With `only`, just the callbacks whose path contains it suffer (one photo failing while the
+        gallery answers every other request).
+        """
         with self._lock:
             if status is None and delay_s <= 0:
                 self._fault = None
             else:
-                self._fault = Fault(status=status, delay_s=delay_s, remaining=count or None)
+                self._fault = Fault(status=status, delay_s=delay_s, remaining=count or None, only=only)
             return self._fault
 
     def current(self) -> Fault | None:
         with self._lock:
             return self._fault
 
-    def take(self) -> Fault | None:
-        """The fault this callback suffers, counting it down."""
+    def take(self, path: str = "") -> Fault | None:
+        """The fault the callback to `path` suffers, counting it down."""
         with self._lock:
             fault = self._fault
-            if fault is None:
+            if fault is None or (fault.only is not None and fault.only not in path):
                 return None
             if fault.remaining is not None:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._fault = None
-            return Fault(fault.status, fault.delay_s, fault.remaining)
+            return Fault(fault.status, fault.delay_s, fault.remaining, fault.only)
 
 
 class CallbackLog:
@@ -134,7 +147,7 @@ class InternalCallbackMiddleware:
                 self.log.append(scope["path"], int(message["status"]), _decode(body))
             await send(message)
 
-        fault = self.faults.take()
+        fault = self.faults.take(scope["path"])
         try:
             if fault is not None and fault.delay_s > 0:
                 await asyncio.sleep(fault.delay_s)

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from services.gallery.auth import current_user
 from services.gallery.deps import get_store
 from services.gallery.errors import PhotoNotFound
-from services.gallery.schemas import AlbumIn, VectorSearchIn
+from services.gallery.schemas import AlbumIn, AlbumPhotosIn, VectorSearchIn
 from services.gallery.store import GalleryStore
 from services.gallery.uploads import MAX_UPLOAD_BYTES
 
@@ -73,6 +73,17 @@ def create_album(
 ) -> dict[str, Any]:
     """Create an album of the caller's own photos (404 names ids that are unknown or not theirs)."""
     return store.albums.create(user_id, body.name, body.description, body.photo_ids)
+
+
+@router.post("/api/albums/{album_id}/photos")
+def add_album_photos(
+    album_id: int,
+    body: AlbumPhotosIn,
+    user_id: int = Depends(current_user),
+    store: GalleryStore = Depends(get_store),
+) -> dict[str, Any]:
+    """Append the caller's photos to the caller's album (optional endpoint; 404 names what is unknown)."""
+    return store.albums.add_photos(user_id, album_id, body.photo_ids)
 
 
 @router.post("/api/search/vector")

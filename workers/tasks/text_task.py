@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import UnknownModel
-from shared.models.clip_registry import ClipModel
+from shared.models.clip.registry import ClipModel
 from shared.payloads import TextJob
 from workers.tasks.base import TextTask
 

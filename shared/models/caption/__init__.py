@@ -1,0 +1,1 @@
+"""Image captioning (BLIP)."""

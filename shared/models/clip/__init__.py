@@ -1,0 +1,1 @@
+"""CLIP image and text embedders: the registry, the torch and ONNX Runtime backends, preprocessing."""

@@ -1,0 +1,1 @@
+"""Face detection, alignment and description: the registry and both face backends."""

@@ -1,0 +1,1 @@
+"""CLIP to ONNX: towers, export, checks, manifest and the torch-free tokenizer."""

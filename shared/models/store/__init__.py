@@ -1,0 +1,1 @@
+"""Where models live on disk: source parsing, download and inventory."""
