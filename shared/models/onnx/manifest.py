@@ -37,8 +37,9 @@ class TokenizerSpec:
     sot_id: int
     eot_id: int
     pad_id: int
-    pool: Literal["argmax", "eos"]
-    """Which token the graph pools: the highest id (OpenAI CLIP) or the first end-of-text id."""
+    pool: Literal["argmax", "eos", "cls"]
+    """Which token the graph pools: the highest id (OpenAI CLIP), the first end-of-text id, or the first
+    token of a bidirectional tower that masks padding itself (Chinese-CLIP's [CLS])."""
 
 
 @dataclass(frozen=True)

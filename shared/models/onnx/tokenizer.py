@@ -51,15 +51,21 @@ class OnnxTokenizer:
             encodings = self._tokenizer.encode_batch(cleaned)
         ctx, spec = self.context_length, self.spec
         ids = np.full((len(texts), ctx), spec.pad_id, dtype=np.int64)
+        counts = np.zeros(len(texts), dtype=np.int64)
+        truncated: dict[int, int] = {}
         for row, enc in enumerate(encodings):
             tokens = enc.ids
             if len(tokens) > ctx:
+                truncated[row] = len(tokens)
                 tokens = tokens[:ctx]
                 tokens[-1] = spec.eot_id
             ids[row, : len(tokens)] = tokens
+            counts[row] = len(tokens)
+        if spec.pool == "cls":  # the graph masks padding itself: every real token is needed
+            return TokenBatch(ids=ids, lengths=counts, truncated=truncated)
         # The pooled token, as the graph picks it: the highest id, or the first end-of-text id.
         pooled = ids.argmax(axis=1) if spec.pool == "argmax" else (ids == spec.eot_id).argmax(axis=1)
-        return TokenBatch(ids=ids, lengths=pooled.astype(np.int64) + 1)
+        return TokenBatch(ids=ids, lengths=pooled.astype(np.int64) + 1, truncated=truncated)
 
 
 def open_clip_clean() -> Callable[[str], str]:
