@@ -113,11 +113,12 @@ class OpenClip(ClipBackbone):
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         ids = open_clip_tokenize(self._tokenizer, texts, self.context_length)
+        truncated = open_clip_truncated(self._tokenizer, texts, ids)
         if self._tower is None:
             lengths = np.full(len(ids), ids.shape[1], dtype=np.int64)
         else:
             lengths = pooled_positions(ids, self._tower.pool_type, self._tower.eos_id) + 1
-        return TokenBatch(ids=ids, lengths=lengths)
+        return TokenBatch(ids=ids, lengths=lengths, truncated=truncated)
 
     def image_features_module(self) -> torch.nn.Module:
         """The export interface (`onnx.exportable.ExportableClip`): the image tower as a module."""
@@ -190,6 +191,32 @@ def open_clip_embedders(
 def open_clip_tokenize(tokenizer: Any, texts: Sequence[str], context_length: int) -> np.ndarray:
     """Texts -> int64 [N, context_length] with an open_clip tokenizer (long texts are cut, EOT kept)."""
     return np.asarray(tokenizer(list(texts), context_length=context_length), dtype=np.int64)
+
+
+def open_clip_truncated(tokenizer: Any, texts: Sequence[str], ids: np.ndarray) -> dict[int, int]:
+    """Rows whose text the context cut -> the text's whole token count, for CLIP's BPE and HF tokenizers.
+
+    Only rows whose last position holds a real token can have been cut, so the rest are never re-counted.
+    """
+    from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+
+    context = ids.shape[1]
+    if isinstance(tokenizer, SimpleTokenizer):
+        pad = 0
+    elif isinstance(tokenizer, HFTokenizer) and not tokenizer.tokenizer_mode:
+        pad = int(tokenizer.tokenizer.pad_token_id or 0)
+    else:
+        return {}  # other tokenizers (SigLIP's, reducing ones) are not counted
+    out: dict[int, int] = {}
+    for row in np.flatnonzero(ids[:, -1] != pad).tolist():
+        if isinstance(tokenizer, SimpleTokenizer):
+            count = len(tokenizer.encode(texts[row])) + 2  # with start- and end-of-text
+        else:
+            hf = tokenizer.tokenizer
+            count = len(hf(tokenizer.clean_fn(texts[row]), truncation=False, verbose=False)["input_ids"])
+        if count > context:
+            out[row] = count
+    return out
 
 
 def pooled_positions(ids: np.ndarray, pool_type: str, eos_id: int | None) -> np.ndarray:
