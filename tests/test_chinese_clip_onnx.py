@@ -64,7 +64,7 @@ def test_export_manifest_pools_cls_and_passed_its_checks(cn_env: dict[str, str])
         manifest = read_manifest(folder)
         raw = json.loads((folder / MANIFEST_NAME).read_text())
         assert manifest.family == "transformers" and manifest.dim == TINY_CLIP_DIM
-        assert manifest.tokenizer.pool == "cls" and manifest.tokenizer.clean == "none"
+        assert manifest.tokenizer.pool == "masked" and manifest.tokenizer.clean == "none"
         assert manifest.context_length == 512  # BERT's; MINDSIGHT_MAX_TEXT_TOKENS caps it at run time
         assert raw["checks"]["passed"] and raw["checks"]["tokenizer_ids_equal"]
         assert raw["checks"]["texts"] >= 10  # the corpus includes Chinese texts

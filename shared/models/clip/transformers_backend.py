@@ -93,7 +93,7 @@ class TransformersClip(ClipBackbone):
         if self._mask_pad_id() is not None:  # BERT: [CLS] text [SEP], pooled at [CLS], padding masked
             return TokenizerSpec(
                 TOKENIZER_FILE, "none", int(tokenizer.cls_token_id), int(tokenizer.sep_token_id),
-                self._pad_id, "cls",
+                self._pad_id, "masked",
             )  # fmt: skip
         eos = int(self._loaded_model().config.text_config.eos_token_id)
         # transformers' own rule: eos_token_id 2 marks a legacy config, pooled at the highest id.
