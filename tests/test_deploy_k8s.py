@@ -249,7 +249,10 @@ def test_workers_scale_on_their_rq_queue_and_router_on_the_backend_lists(base: l
     worker_defaults = WorkerSettings.model_fields
     for name, queue in WORKERS.items():
         spec = scaled[name]["spec"]
-        assert [t["metadata"]["listName"] for t in spec["triggers"]] == [Queue(queue, connection=conn).key]
+        lanes = [queue] if queue == "text" else [queue, f"{queue}_bulk"]  # shared.lanes
+        assert [t["metadata"]["listName"] for t in spec["triggers"]] == [
+            Queue(q, connection=conn).key for q in lanes
+        ]
         assert resolve(main_container(by_kind(base, "Deployment")[name])["args"]).name == queue
         if name in SCALE_TO_ZERO:
             assert spec["minReplicaCount"] == 0
@@ -263,7 +266,11 @@ def test_workers_scale_on_their_rq_queue_and_router_on_the_backend_lists(base: l
     # Never zero: the router also runs RQ's scheduler, which brings due retries back to the queues.
     assert router["minReplicaCount"] == 1
     lists = [t["metadata"]["listName"] for t in router["triggers"]]
-    assert lists == [config(base)["REDIS_QUEUE_NAME"], config(base)["TEXT_EMBED_QUEUE_NAME"]]
+    assert lists == [
+        config(base)["REDIS_QUEUE_NAME"],
+        config(base)["REDIS_BULK_QUEUE_NAME"],
+        config(base)["TEXT_EMBED_QUEUE_NAME"],
+    ]
 
 
 def test_gpu_overlay_changes_only_the_gpu_deployments(base: list[Resource], gpu: list[Resource]) -> None:
