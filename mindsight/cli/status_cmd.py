@@ -19,6 +19,7 @@ from shared.payloads import Capability
 from shared.queues import CONSUMERS_SET, consumer_heartbeat, processing_list, router_unhealthy
 from shared.redaction import redact_url
 from shared.settings import Settings
+from workers.delivery.gallery_health import describe_trouble, read_trouble
 from workers.dispatch import rq_queue
 
 
@@ -73,7 +74,16 @@ def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
         "routers": consumers,
         "queues": queues,
         "workers": workers,
+        "gallery": _trouble(conn, queues),
     }
+
+
+def _trouble(conn: redis.Redis, queues: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The gallery trouble record with `deferred`: the jobs waiting in the queues meanwhile."""
+    trouble = read_trouble(conn)
+    if trouble is not None:
+        trouble["deferred"] = sum(q["queued"] + q["scheduled_retries"] for q in queues)
+    return trouble
 
 
 @click.command()
@@ -92,6 +102,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     console = Console()
+    trouble = data["gallery"]
+    console.print(
+        f"gallery: {'ok' if trouble is None else describe_trouble(trouble, trouble['deferred'])}",
+        style="red" if trouble else None,
+    )
     lists = Table(title=f"backend lists and dead letters ({data['redis']})")
     lists.add_column("list")
     lists.add_column("length", justify="right")

@@ -16,6 +16,7 @@ from shared.queues import RQ_QUEUES
 from workers.bootstrap import build_context
 from workers.dispatch import lane_queues
 from workers.rq_worker import MindsightWorker, work_until_stopped
+from workers.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,7 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
     queues = lane_queues(wctx.connection, capabilities)
 
     def ready() -> tuple[bool, dict[str, object]]:
-        try:
-            wctx.connection.ping()
-        except redis.RedisError as exc:
-            return False, {"redis": str(exc)}
-        tasks = {c.value: t.describe() for c, t in wctx.photo_tasks.items()}
-        if wctx.text_task:
-            tasks["text"] = wctx.text_task.describe()
-        return True, {
-            "capabilities": [c.value for c in capabilities],
-            "models": tasks,
-            "paused_s": round(wctx.pause.remaining(), 1),
-        }
+        return readiness(wctx, capabilities)
 
     serve_health(settings.worker.metrics_port, ready, host=settings.worker.metrics_host)
 
@@ -62,6 +52,24 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
         )
 
     work_until_stopped(make_worker, burst)
+
+
+def readiness(wctx: WorkerContext, capabilities: list[Capability]) -> tuple[bool, dict[str, object]]:
+    """/readyz: Redis answers and the gallery takes our callbacks (not down, not refusing our token)."""
+    try:
+        wctx.connection.ping()
+    except redis.RedisError as exc:
+        return False, {"redis": str(exc)}
+    tasks = {c.value: t.describe() for c, t in wctx.photo_tasks.items()}
+    if wctx.text_task:
+        tasks["text"] = wctx.text_task.describe()
+    gallery = wctx.pause.reason
+    return gallery is None, {
+        "capabilities": [c.value for c in capabilities],
+        "models": tasks,
+        "gallery": "ok" if gallery is None else f"cannot deliver: {gallery}",
+        "paused_s": round(wctx.pause.remaining(), 1),
+    }
 
 
 def _make(cap: Capability) -> click.Command:

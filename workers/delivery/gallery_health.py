@@ -27,7 +27,11 @@ TROUBLE_TTL_S = 3600
 
 
 def record_trouble(connection: redis.Redis, exc: BaseException, deferred: int, worker: str) -> None:
-    """Note that `worker` deferred `deferred` items because of `exc` (keeps the first `since`)."""
+    """Note that `worker` deferred `deferred` items because of `exc` (keeps the first `since`).
+
+    `deferrals` counts every deferral (an item deferred five times counts five); `status` reports the
+    jobs actually waiting instead, from the queues.
+    """
     kind = "token_rejected" if isinstance(exc, GalleryAuthError) else "unreachable"
     error_type, message = describe(exc)
     with connection.pipeline() as pipe:
@@ -36,7 +40,7 @@ def record_trouble(connection: redis.Redis, exc: BaseException, deferred: int, w
             TROUBLE_KEY,
             mapping={"kind": kind, "reason": f"{error_type}: {message}"[:500], "worker": worker},
         )
-        pipe.hincrby(TROUBLE_KEY, "deferred", deferred)
+        pipe.hincrby(TROUBLE_KEY, "deferrals", deferred)
         pipe.expire(TROUBLE_KEY, TROUBLE_TTL_S)
         pipe.execute()
 
@@ -52,7 +56,7 @@ def delivered(connection: redis.Redis, capability: str, items: list[Any]) -> Non
 
 
 def read_trouble(connection: redis.Redis) -> dict[str, Any] | None:
-    """The trouble record ({"kind", "since", "reason", "deferred", "worker"}), or None when all is well."""
+    """The trouble record ({"kind", "since", "reason", "deferrals", "worker"}), or None when all is well."""
     raw = connection.hgetall(TROUBLE_KEY)
     if not raw:
         return None
@@ -61,16 +65,16 @@ def read_trouble(connection: redis.Redis) -> dict[str, Any] | None:
         "kind": data.get("kind", "unreachable"),
         "since": float(data.get("since", 0) or 0),
         "reason": data.get("reason", ""),
-        "deferred": int(data.get("deferred", 0) or 0),
+        "deferrals": int(data.get("deferrals", 0) or 0),
         "worker": data.get("worker", ""),
     }
 
 
-def describe_trouble(trouble: dict[str, Any]) -> str:
+def describe_trouble(trouble: dict[str, Any], waiting: int) -> str:
     """One line for humans: "gallery unreachable since 2026-12-03 07:40:12 UTC, 3 jobs deferred (...)"."""
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(trouble["since"]))
     what = "gallery rejects our token" if trouble["kind"] == "token_rejected" else "gallery unreachable"
-    return f"{what} since {since}, {trouble['deferred']} jobs deferred ({trouble['reason']})"
+    return f"{what} since {since}, {waiting} jobs deferred ({trouble['reason']})"
 
 
 def failing_since(connection: redis.Redis, capability: str, item: Any, ttl_s: int) -> float:
