@@ -92,6 +92,11 @@ def _optional_labels(value: Any) -> list[str] | None:
     return None if any(label is None for label in labels) else [str(label) for label in labels]
 
 
+def requested_models(payload: Any) -> list[str] | None:
+    """The CLIP labels a raw photo payload asks for (`models`), or None: every label."""
+    return _optional_labels(payload.get("models")) if isinstance(payload, dict) else None
+
+
 OptionalText = Annotated[str | None, BeforeValidator(_optional_text)]
 """An optional string field; anything but a clean string reads as absent."""
 

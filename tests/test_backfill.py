@@ -15,12 +15,20 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from services.backfill import Backfill, BackfillPlan, parse_rate
+from shared.dead_letter import DeadLetterQueue
+from shared.gallery_client import GalleryClient
 from shared.lanes import Lane
 from shared.payloads import Capability
 from shared.queues import backfill_checkpoint
+from shared.settings import Settings
 from tests.fixtures.gallery import GalleryServer, write_jpeg
 from tests.fixtures.pipeline import Pipeline
-from workers.dispatch import rq_queue
+from workers import runtime
+from workers.dispatch import Dispatcher, rq_queue
+from workers.photo_decoder import PhotoDecoder
+from workers.rq_worker import MindsightWorker
+from workers.runtime import PauseControl, WorkerContext
+from workers.tasks.clip_task import ClipTask
 
 LABELS = {"tiny-hf", "tiny-oc"}
 
@@ -141,3 +149,44 @@ def test_model_restricts_the_labels_and_dry_run_writes_nothing(pipeline: Pipelin
     pipeline.wait_for(lambda: delivered(pipeline.gallery, ids[:8], {"tiny-oc"}), 60, "delivery")
     counts = callbacks_per_photo_and_label(pipeline.gallery)
     assert set(counts) == {(i, "tiny-oc") for i in ids[:8]}  # only that label, only the first 8 photos
+
+
+def test_a_models_label_not_configured_is_dead_lettered_with_failed_callbacks_for_that_label(
+    redis_url: str,
+    gallery_server: GalleryServer,
+    make_settings: Callable[..., Settings],
+    tiny_clip_env: dict[str, str],
+    tiny_clip_models: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(REDIS_URL=redis_url, **gallery_server.env(), **tiny_clip_env)
+    conn = redis.Redis.from_url(redis_url)
+    dispatcher = Dispatcher(conn, settings.worker, settings.redis)
+    runtime.install(
+        WorkerContext(
+            settings=settings,
+            connection=conn,
+            gallery=GalleryClient(settings.gallery),
+            dispatcher=dispatcher,
+            decoder=PhotoDecoder(settings.paths.roots()),
+            photo_tasks={Capability.CLIP: ClipTask(tiny_clip_models)},
+            text_task=None,
+            pause=PauseControl(0.01, first_s=0.0, auth_first_s=0.0),
+            name="models-worker",
+        )
+    )
+    bad, good = (gallery_server.add_photo(write_jpeg(tmp_path / f"{n}.jpg")) for n in ("bad", "good"))
+    jobs = [
+        {"photo_id": bad[0], "user_id": 1, "path": bad[1], "tasks": ["clip"], "models": ["nope"]},
+        {"photo_id": good[0], "user_id": 1, "path": good[1], "tasks": ["clip"], "models": ["tiny-hf"]},
+    ]
+    with conn.pipeline() as pipe:
+        dispatcher.add(pipe, Capability.CLIP, jobs)  # one batch: the bad job must not sink the good one
+        pipe.execute()
+    MindsightWorker([rq_queue(conn, Capability.CLIP)], connection=conn, serializer=JSONSerializer).work(
+        burst=True, logging_level=None
+    )
+    [letter] = DeadLetterQueue(conn, "photo_tasks_dlq").scan()
+    assert letter.letter.error_type == "UnknownModel" and "tiny-hf" in letter.letter.error
+    assert [(r["model"], r["status"]) for r in gallery_server.ml_results(bad[0])] == [("nope", "failed")]
+    assert [(r["model"], r["status"]) for r in gallery_server.ml_results(good[0])] == [("tiny-hf", "done")]
