@@ -1,6 +1,6 @@
 """`python -m benchmarks.run --lanes`: fresh uploads during a bulk burst, with lanes and without.
 
-The same run measures three things on one router and one clip worker (ours, default runtime):
+The same run measures three things on ours (router + approach 3's clip workers, torch: no ONNX export):
 - idle: single uploads pushed one at a time on an empty pipeline (LPUSH -> callback);
 - lanes: a burst of --bulk photos pushed on the bulk list (photo_tasks_bulk), then fresh uploads pushed
   one at a time on photo_tasks, spread over the expected burst time;

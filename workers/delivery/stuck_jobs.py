@@ -7,7 +7,7 @@ Removing a job never loses its work silently: its unsettled payloads are dead-le
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -15,6 +15,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from shared.errors import PermanentError
+from shared.lanes import Lane, lanes_for
 from shared.payloads import Capability
 from workers.delivery import settled
 from workers.delivery.envelope import JobEnvelope
@@ -43,6 +44,7 @@ class JobRow:
     age_s: float | None
     description: str
     error: str
+    lane: str = Lane.INTERACTIVE.value
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -71,11 +73,12 @@ def find(
     """Every job of `capabilities` in `places`."""
     rows = []
     for cap in capabilities:
-        queue = rq_queue(connection, cap)
-        for place in places:
-            for job_id in _ids(queue, place):
-                job = queue.fetch_job(job_id)
-                rows.append(_row(job_id, cap, place, job))
+        for lane in lanes_for(cap):
+            queue = rq_queue(connection, cap, lane)
+            for place in places:
+                for job_id in _ids(queue, place):
+                    job = queue.fetch_job(job_id)
+                    rows.append(replace(_row(job_id, cap, place, job), lane=lane.value))
     return rows
 
 
@@ -108,9 +111,15 @@ def _envelope(job: Job) -> JobEnvelope | None:
         return None
 
 
-def remove(connection: redis.Redis, job_id: str, capability: Capability, keep: bool = True) -> int:
+def remove(
+    connection: redis.Redis,
+    job_id: str,
+    capability: Capability,
+    keep: bool = True,
+    lane: Lane = Lane.INTERACTIVE,
+) -> int:
     """Delete the job from every place; with `keep`, dead-letter its unsettled payloads. Returns how many."""
-    queue = rq_queue(connection, capability)
+    queue = rq_queue(connection, capability, lane)
     job = queue.fetch_job(job_id)
     env = _envelope(job) if job is not None else None
     payloads = settled.unsettled(job, env.payloads) if (job is not None and env is not None) else []
