@@ -7,7 +7,9 @@ The same run measures three things on ours (router + approach 3's clip workers, 
 - no lanes: the same burst pushed on photo_tasks (as a backend without lanes does), the same uploads
   after it on the same schedule: they wait behind the burst.
 The target (issue 11): with lanes, the uploads' p95 <= idle p95 + one bulk batch's time, where one bulk
-batch's time is MINDSIGHT_BULK_BATCH_SIZE / the burst's photos per second.
+batch's time is how long one worker takes for MINDSIGHT_BULK_BATCH_SIZE photos during the burst
+(batch size x workers / the burst's photos per second): an upload arriving just after every worker took
+a bulk batch waits that long.
 Every photo is registered under its own name (copies of a few generated files), so the worker's decode
 cache never serves a timed photo.
 """
@@ -60,6 +62,7 @@ class LaneBench:
         cache = opts.out.resolve() / "photos"
         self.files = ensure_photos(cache, SIZES[self.size], LANE_FILES)
         self._copy = 100_000
+        self.workers = parse_approach("3").workers
 
     def photos(self, n: int) -> PhotoSet:
         """`n` new gallery photos (copies of the lane files under names never used before)."""
@@ -127,7 +130,8 @@ class LaneBench:
         out: dict[str, Any] = {
             "burst_seconds": round(burst_s, 2),
             "bulk_photos_per_s": round(bulk_rate, 2),
-            "bulk_batch_ms": round(1000 * self.bulk_batch / bulk_rate, 1),
+            "workers": self.workers,
+            "bulk_batch_ms": round(1000 * self.bulk_batch * self.workers / bulk_rate, 1),
             "upload_latency_ms": [round(x, 1) for x in latencies],
             "upload_p50_ms": round(statistics.median(latencies), 1),
             "upload_p95_ms": round(_p95(latencies), 1),
