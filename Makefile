@@ -2,22 +2,24 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch 2.14.1 + torchvision 0.29.1: the pair open_clip's torchvision import works with on x86_64 here.
-TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+# Locks (requirements/*.txt) pin everything the images and `make test` install; `make lock` rewrites them
+# from pyproject.toml and requirements/*.in with uv. They are complete, so installs use --no-deps.
+UV ?= $(BIN)/uv
+LOCK := $(UV) pip compile --quiet --python-platform x86_64-manylinux_2_28
+LOCK311 := $(LOCK) --python-version 3.11
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint typecheck check bench clean docker-build demo gpu-up k8s-render image-sizes
+.PHONY: help install run test test-fast lint typecheck check bench bench-people clean docker-build demo gpu-up k8s-render image-sizes lock
 TARGET ?= full
 
 help: ## List targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/test.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH_PINS)
-	$(BIN)/pip install -q -e '.[torch,faces,test]' $(TORCH_PINS)
+	$(BIN)/pip install -q --no-deps -r requirements/test.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with every extra
@@ -43,6 +45,9 @@ check: lint typecheck test ## lint + typecheck + test
 bench: $(STAMP) ## Throughput/latency benchmark (docs/performance.md)
 	$(BIN)/python -m benchmarks.run
 
+bench-people: $(STAMP) ## People clustering at 10k/50k/200k faces + an incremental run (docs/performance.md)
+	$(BIN)/python -m benchmarks.people_bench
+
 docker-build: ## Build an image: make docker-build TARGET=slim|full|cuda
 	docker build -f deploy/docker/Dockerfile --target $(TARGET) -t mindsight-ml:0.1.0-$(TARGET) .
 
@@ -51,6 +56,17 @@ demo: ## docker compose with the reference gallery and sample photos (needs ACCE
 
 gpu-up: ## docker compose on an NVIDIA GPU
 	docker compose -f docker-compose.yml -f deploy/docker-compose.gpu.yml up
+
+lock: $(STAMP) ## Re-resolve requirements/*.txt (slim, full, cuda, dashboard, test) from pyproject.toml with uv
+	$(LOCK311) pyproject.toml -o requirements/slim.txt
+	$(LOCK311) pyproject.toml requirements/dashboard.in -o requirements/dashboard.txt
+	$(LOCK311) pyproject.toml --extra torch --extra faces requirements/torch.in requirements/images.in \
+		--excludes requirements/excludes-cpu.txt -o requirements/full.txt
+	$(LOCK) --python-version 3.12 pyproject.toml --extra torch --extra faces requirements/torch.in \
+		requirements/images.in requirements/cuda.in --excludes requirements/excludes-cuda.txt \
+		-o requirements/cuda.txt
+	$(LOCK311) pyproject.toml --all-extras requirements/torch.in requirements/dashboard.in \
+		--excludes requirements/excludes-test.txt -o requirements/test.txt
 
 k8s-render: ## Print the Kubernetes manifests (base and GPU overlay; needs kubectl)
 	kubectl kustomize deploy/k8s/base

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from services.people_incremental import PeopleUpdate, update_people
 from services.people_state import PeopleState, load_state, save_state
 from shared.errors import GalleryRejected, ImageDecodeError, UnsafePath
 from shared.face_clustering import FaceRecord, eligible_faces
+from shared.face_progress import Eta, Progress
 from shared.gallery_client import GalleryClient
 from shared.images import load_image
 from shared.models.base import FaceAnalyzer
@@ -42,8 +43,6 @@ MARKER = "mindsight-people:"
 
 PROGRESS_EVERY = 25
 """Photos between two progress lines."""
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ def collect_faces(
     """Detect and embed the faces of each photo read from local disk; unreadable photos are skipped."""
     records: list[FaceRecord] = []
     roots = paths.roots()
-    start = time.perf_counter()
+    eta = Eta(len(photos), "photos")
     for n, photo in enumerate(photos, 1):
         try:
             image = load_image(resolve_photo_path(photo_source(photo), roots))
@@ -113,8 +112,7 @@ def collect_faces(
             report.skipped_ids.add(int(photo["id"]))
             log.warning("photo %s skipped: %s", photo.get("id"), exc)
         if n % PROGRESS_EVERY == 0 or n == len(photos):
-            rate = n / max(time.perf_counter() - start, 1e-9)
-            progress(f"faces: {n}/{len(photos)} photos, {len(records)} faces, {rate:.1f} photos/s")
+            progress(f"faces: {eta.line(n)}; {len(records)} faces")
     report.faces = len(records)
     return records
 
@@ -245,7 +243,7 @@ def run_people_albums(
     records = collect_faces(fresh, analyzer, paths, report, progress)
     usable: list[FaceRecord] = eligible_faces(records, face.min_score, face.min_face_px)
     report.faces_used = len(usable)
-    update = update_people(state, usable, threshold, min_faces)
+    update = update_people(state, usable, threshold, min_faces, progress)
     state.scanned |= {int(p["id"]) for p in fresh} - report.skipped_ids
     describe_update(state, update, report, progress)
     if not dry_run:

@@ -18,6 +18,7 @@ import numpy as np
 
 from services.people_state import KnownPerson, PeopleState
 from shared.face_clustering import FaceRecord, embedding_matrix, partition
+from shared.face_progress import Progress
 
 CANDIDATES = 4
 """Nearest people tried per new face before it counts as left over (the nearer ones may hold its photo)."""
@@ -37,7 +38,11 @@ class PeopleUpdate:
 
 
 def update_people(
-    state: PeopleState, faces: list[FaceRecord], threshold: float, min_faces: int
+    state: PeopleState,
+    faces: list[FaceRecord],
+    threshold: float,
+    min_faces: int,
+    progress: Progress | None = None,
 ) -> PeopleUpdate:
     """Add `faces` (new photos' faces) to `state` in place; returns what changed (person rows)."""
     update = PeopleUpdate()
@@ -52,7 +57,7 @@ def update_people(
     joined = _assign(state, emb, photos, threshold, update)
     left = np.flatnonzero(~joined)
     update.assigned_faces = int(joined.sum())
-    _cluster_leftovers(state, emb[left], photos[left], threshold, min_faces, update)
+    _cluster_leftovers(state, emb[left], photos[left], threshold, min_faces, update, progress)
     return update
 
 
@@ -107,6 +112,7 @@ def _cluster_leftovers(
     threshold: float,
     min_faces: int,
     update: PeopleUpdate,
+    progress: Progress | None,
 ) -> None:
     """Cluster the left-over new faces with the pool faces linked to them; big groups become people."""
     reached = _reachable_pool(state.pool, emb, threshold)
@@ -115,7 +121,7 @@ def _cluster_leftovers(
     update.clustered_faces = len(faces)
     in_person = np.zeros(len(faces), dtype=bool)
     if len(faces):
-        groups = partition(faces, face_photos, threshold)
+        groups = partition(faces, face_photos, threshold, progress=progress)
         groups.sort(key=lambda g: (-len(g), int(face_photos[g].min())))
         new_sums, new_counts = [], []
         for group in groups:

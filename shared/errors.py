@@ -3,8 +3,8 @@
 Permanent errors will fail the same way on every retry: they go straight to the dead-letter queue.
 Transient errors are waited out with backoff. `GalleryAuthError` is its own kind: a wrong token is an
 operator problem, so workers pause and keep the jobs rather than burning retries or dead-lettering.
-The one place that maps these onto retry / dead-letter / HTTP status is `workers.failure_policy` (queues)
-and `services.embed_api.app` (HTTP).
+The one place that maps these onto retry / dead-letter / defer / pause is the table in
+`workers.delivery.policy` (queues); `services.embed_api.app` maps them onto HTTP statuses.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ class GalleryRejected(PermanentError):
     """The gallery answered 4xx (other than 401/403/429): the request itself is wrong, e.g. photo deleted."""
 
 
+class GalleryRejectedRepeatedly(GalleryRejected):
+    """The gallery kept failing one photo's callback (5xx, timeouts) while accepting others."""
+
+    error_type = "gallery_rejected_repeatedly"
+
+
 class TransientError(MindsightError):
     """Worth retrying later with backoff."""
 
@@ -55,5 +61,6 @@ class GalleryAuthError(MindsightError):
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
-    """Return (error_type, message) for dead-letter entries and logs."""
-    return type(exc).__name__, str(exc) or repr(exc)
+    """Return (error_type, message) for dead-letter entries and logs (a class may name its own type)."""
+    error_type = getattr(type(exc), "error_type", None)
+    return error_type if isinstance(error_type, str) else type(exc).__name__, str(exc) or repr(exc)

@@ -33,12 +33,16 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
 from shared.face_linkage import graph_average_linkage
-from shared.face_neighbours import NeighbourEdges, components, neighbour_edges
+from shared.face_neighbours import NEIGHBOURS, NeighbourEdges, components, neighbour_edges
+from shared.face_progress import Eta, Progress, every_tenth
 
 EXACT_MAX = 2000
 """Most faces clustered with a dense distance matrix (32 MB of float64 at 2000, 3.2 GB at 20000). Below
 it the reference algorithm runs unchanged; above it only components of the neighbour graph this large
 are clustered densely, larger ones by graph average linkage."""
+
+BATCH_FACES = 500
+"""Faces of small components clustered in one dense call (a 500 x 500 matrix: 2 MB, milliseconds)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,12 @@ def embedding_matrix(faces: Sequence[FaceRecord], dtype: type = np.float32) -> n
 
 
 def cluster_faces(
-    faces: Sequence[FaceRecord], threshold: float, min_faces: int = 1, *, exact_max: int | None = None
+    faces: Sequence[FaceRecord],
+    threshold: float,
+    min_faces: int = 1,
+    *,
+    exact_max: int | None = None,
+    progress: Progress | None = None,
 ) -> list[Person]:
     """People among `faces`: largest first, each with at least `min_faces` faces and one face per photo."""
     if threshold <= 0:
@@ -103,6 +112,7 @@ def cluster_faces(
         np.array([f.photo_id for f in faces]),
         threshold,
         exact_max=exact_max,
+        progress=progress,
     )
     people = [Person(tuple(faces[i] for i in sorted(g))) for g in groups if len(g) >= max(1, min_faces)]
     people.sort(key=lambda p: (-len(p.faces), p.photo_ids[0]))
@@ -110,22 +120,50 @@ def cluster_faces(
 
 
 def partition(
-    emb: np.ndarray, photos: np.ndarray, threshold: float, *, exact_max: int = EXACT_MAX
+    emb: np.ndarray,
+    photos: np.ndarray,
+    threshold: float,
+    *,
+    exact_max: int = EXACT_MAX,
+    progress: Progress | None = None,
 ) -> list[list[int]]:
-    """Row indices of `emb` (unit rows) grouped into people, every face in exactly one group."""
+    """Row indices of `emb` (unit rows) grouped into people, every face in exactly one group.
+
+    `progress` gets a line after the neighbour search and at each tenth of the faces clustered (only for
+    libraries above `exact_max`; smaller ones take seconds)."""
     n = emb.shape[0]
     if n <= exact_max:
         return _Clustering(emb, photos, threshold, None, exact_max).people(list(range(n)))
+    say = progress or (lambda _: None)
+    say(f"clustering {n} faces: searching {NEIGHBOURS} nearest neighbours each")
     edges = neighbour_edges(emb)
     labels = components(n, edges, threshold)
+    sizes = np.bincount(labels)
+    say(f"neighbours: {len(edges)} pairs, {sizes.size} components, largest {sizes.max()} faces")
     clustering = _Clustering(emb, photos, threshold, edges, exact_max)
     groups: list[list[int]] = []
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    eta = Eta(n, "faces")
+    due, done = every_tenth(n), 0
+    batch: list[int] = []
     for members in np.split(order, bounds):
-        groups.extend(
-            [[int(m)] for m in members] if members.size == 1 else clustering.people(members.tolist())
-        )
+        done += members.size
+        if members.size == 1:
+            groups.append([int(members[0])])
+        elif members.size > exact_max:
+            groups.extend(clustering.people(members.tolist()))
+        else:
+            # Small components are clustered several at a time: the dense algorithm never joins faces
+            # of two components, and one call on a few hundred faces beats hundreds of tiny calls.
+            if len(batch) + members.size > min(exact_max, BATCH_FACES):
+                groups.extend(clustering.people(batch))
+                batch = []
+            batch.extend(members.tolist())
+        if due(done):
+            say(f"clustering: {eta.line(done)}")
+    if batch:
+        groups.extend(clustering.people(batch))
     return groups
 
 

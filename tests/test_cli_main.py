@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -25,13 +24,11 @@ from shared.settings import Settings
     ],
 )
 def test_unreachable_redis_is_one_line_not_a_traceback(
-    argv: list[str], make_settings: Callable[..., Settings], tmp_path: Path
+    argv: list[str], make_settings: Callable[..., Settings]
 ) -> None:
     port = free_port()  # nothing listens there
     make_settings(REDIS_URL=f"redis://:s3cret-redis-pw@127.0.0.1:{port}/0")
-    result = CliRunner().invoke(
-        cli, ["--env-file", str(tmp_path / "absent.env"), *argv], catch_exceptions=False
-    )
+    result = CliRunner().invoke(cli, ["--env-file", "/dev/null", *argv], catch_exceptions=False)
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: Redis at REDIS_URL is unreachable:"), result.output

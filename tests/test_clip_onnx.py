@@ -335,6 +335,19 @@ def test_the_onnx_path_never_imports_torch(tiny_clip_env: dict[str, str], export
     assert "ok ['tiny-hf', 'tiny-oc']" in done.stdout
 
 
+def test_only_backends_with_the_export_interface_are_exported(
+    tiny_clip_models: dict[str, ClipModel], exports: Exports
+) -> None:
+    """The torch backends implement `ExportableClip`; an ONNX backbone does not and is refused by name."""
+    from shared.models.onnx.exportable import ExportableClip, as_exportable
+
+    for model in tiny_clip_models.values():
+        assert isinstance(model.backbone, ExportableClip)
+    onnx_backbone = OnnxClip(exports.models_dir / "onnx" / "tiny-hf", [CPU_PROVIDER])
+    with pytest.raises(ConfigError, match="cannot be exported"):
+        as_exportable(onnx_backbone)
+
+
 def test_export_cli_usage_errors(tiny_clip_env: dict[str, str], tmp_path: Path) -> None:
     env = {**tiny_clip_env, "MINDSIGHT_MODELS_DIR": str(tmp_path)}
     base = ["--env-file", "/dev/null", "models", "export"]

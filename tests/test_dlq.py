@@ -91,7 +91,7 @@ def test_requeue_reruns_only_the_failed_capability(
     assert result.exit_code == 0, result.output
     assert "requeued 2 of 2" in result.output
     face_jobs = rq_queue(redis_client, Capability.FACE).get_jobs()
-    assert sorted(p["photo_id"] for j in face_jobs for p in j.args[1]) == [2, 3]
+    assert sorted(p["photo_id"] for j in face_jobs for p in j.args[0]["payloads"]) == [2, 3]
     assert rq_queue(redis_client, Capability.CLIP).count == 0  # clip of photos 2 and 3 is not redone
     assert {i.letter.id for i in filled.scan()} == {
         "a1",

@@ -129,3 +129,27 @@ def test_detector_without_keypoints_is_refused(insightface_pack_factory: Callabl
     root = insightface_pack_factory(kps=False)
     with pytest.raises(ConfigError, match="6 outputs and predicts no landmarks"):
         _analyzer(root / "buffalo_l")
+
+
+def test_same_faces_and_chips_as_insightface_on_the_full_photo(insightface_model_root: Path) -> None:
+    """Our pre-shrink and box mapping agree with insightface's own SCRFD letterboxing the full photo, and the
+    embedded chip is `norm_crop` of the photo at the found landmarks."""
+    import onnxruntime as ort
+    from insightface.model_zoo.scrfd import SCRFD
+    from insightface.utils.face_align import norm_crop
+
+    pack = insightface_model_root / "buffalo_l"
+    model = _analyzer(pack)
+    scale = 640 / 1280
+    photo = _square_image(1280, 960, (6, 4), scale)
+    (face,) = model.predict([photo])[0]
+    reference = SCRFD(session=ort.InferenceSession(str(pack / "det_10g.onnx"), providers=CPU))
+    boxes, kpss = reference.detect(
+        np.asarray(photo)[:, :, ::-1].copy(), input_size=(640, 640), det_thresh=0.5
+    )
+    assert len(boxes) == 1 and kpss is not None
+    np.testing.assert_allclose(face.bbox, boxes[0, :4], atol=1e-3)
+    np.testing.assert_allclose(face.landmarks, kpss[0], atol=1e-3)
+    assert model.embedder is not None
+    chip = norm_crop(np.asarray(photo), np.asarray(face.landmarks, dtype=np.float32), image_size=112)
+    np.testing.assert_allclose(model.embedder.embed([chip])[0], face.embedding, atol=1e-6)

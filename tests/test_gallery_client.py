@@ -9,6 +9,7 @@ import pytest
 
 from shared.errors import GalleryAuthError, GalleryRejected, GalleryUnavailable
 from shared.gallery_client import GalleryClient
+from shared.gallery_contract import MlResultIn
 from shared.settings import Settings
 from tests.fixtures.gallery import GalleryServer, write_jpeg
 
@@ -38,8 +39,8 @@ def photo(gallery_server: GalleryServer, tmp_path: Path) -> int:
     return gallery_server.add_photo(write_jpeg(tmp_path / "in" / "a.jpg"))[0]
 
 
-def _result(vec: list[float]) -> dict[str, object]:
-    return {"model": "m", "modality": "image", "embedding": vec, "processing_status": "done"}
+def _result(vec: list[float]) -> MlResultIn:
+    return MlResultIn(model="m", modality="image", embedding=vec, processing_status="done")
 
 
 def test_wrong_token_is_auth_error_without_retries(

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image, ImageOps
-from shared.models.face_registry import distance_threshold, load_face_analyzer
 
 from mindsight.cli.main import cli
 from services.people_albums import (
@@ -25,6 +24,7 @@ from services.people_albums import (
 )
 from shared.face_clustering import cluster_faces, eligible_faces
 from shared.gallery_client import GalleryClient
+from shared.models.face.registry import distance_threshold, load_face_analyzer
 from shared.settings import Settings
 from tests.fixtures.gallery import GalleryServer
 
@@ -103,7 +103,7 @@ def test_one_album_per_person_then_nothing_new(
     dry = run_albums("--dry-run")
     assert albums_now() == []
     assert "3 new people; would create 3 albums" in dry.output
-    assert re.search(r"faces: 15/15 photos, 16 faces, [\d.]+ photos/s", dry.output), dry.output
+    assert re.search(r"faces: 15/15 photos, [\d.]+ photos/s, eta 0s; 16 faces", dry.output), dry.output
 
     first = run_albums()
     albums = albums_now()

@@ -22,6 +22,7 @@ from shared.metrics import serve_health
 from shared.payloads import Capability
 from shared.queues import CONSUMERS_SET, ROUTER_CRASHES, consumer_heartbeat, processing_list
 from shared.settings import Settings
+from workers.delivery.envelope import JobEnvelope
 from workers.dispatch import rq_queue
 from workers.router import Router
 
@@ -43,7 +44,11 @@ def queued(conn: redis.Redis, cap: Capability) -> list[Job]:
 
 
 def payload_ids(jobs: list[Job]) -> list[int]:
-    return [p.get("photo_id", p.get("request_id")) for j in jobs for p in j.args[-1]]
+    return [p.get("photo_id", p.get("request_id")) for j in jobs for p in envelope(j).payloads]
+
+
+def envelope(job: Job) -> JobEnvelope:
+    return JobEnvelope.from_wire(job.args[0])
 
 
 def make_router(
@@ -61,8 +66,8 @@ def test_photo_job_fans_out_per_capability(make_settings, redis_url) -> None:
     for cap in (Capability.CLIP, Capability.CAPTION, Capability.FACE):
         jobs = queued(conn, cap)
         assert payload_ids(jobs) == [1], cap
-        assert jobs[0].args[0] == cap.value
-        assert jobs[0].meta["dlq"] == "photo_tasks_dlq"
+        assert envelope(jobs[0]).capability is cap
+        assert envelope(jobs[0]).policy.dlq_key == "photo_tasks_dlq"
     assert queued(conn, Capability.TEXT) == []
     assert conn.llen(processing_list("photo_tasks", router.consumer_id)) == 0
     assert conn.llen("photo_tasks") == 0
@@ -83,7 +88,7 @@ def test_backlog_is_batched_in_fifo_order(make_settings, redis_url) -> None:
     taken = [router.consume_once("photo_tasks", block_s=0.1) for _ in range(3)]
     assert taken == [8, 8, 4]
     jobs = queued(conn, Capability.CLIP)
-    assert [len(j.args[1]) for j in jobs] == [8, 8, 4]
+    assert [len(envelope(j).payloads) for j in jobs] == [8, 8, 4]
     assert payload_ids(jobs) == list(range(1, 21))
     # Multi-photo batches carry no RQ retry: a failed batch is split instead (workers.failure).
     assert jobs[0].retries_left is None
@@ -301,7 +306,7 @@ def test_recovered_suspects_are_tried_alone_so_a_pill_takes_no_neighbour_with_it
         pass
     jobs = queued(conn, Capability.CLIP)
     # The fresh photo goes in a batch; each suspect goes alone, so a second crash names one payload.
-    assert sorted(len(j.args[1]) for j in jobs) == [1, 1, 1, 1]
+    assert sorted(len(envelope(j).payloads) for j in jobs) == [1, 1, 1, 1]
     assert sorted(payload_ids(jobs)) == [1, 2, 3, 4]
     assert conn.hlen(ROUTER_CRASHES) == 0  # delivered suspects are cleared
 

@@ -17,6 +17,7 @@ from skimage import data
 from mindsight.cli.main import cli
 from services.text_search import load_query_model
 from shared.gallery_client import GalleryClient
+from shared.gallery_contract import MlResultIn
 from shared.images import load_image
 from shared.models.clip.registry import ClipModel
 from shared.settings import Settings
@@ -49,12 +50,9 @@ def indexed(
             # Decoded as workers and the CLI decode it (DCT-scaled JPEG), so `--image` finds distance 0.
             vector = model.image.predict([load_image(path, min_side=model.image.image_size)])[0]
             vectors[label][photo_id] = vector
-            body = {
-                "model": label,
-                "modality": "image",
-                "embedding": vector.tolist(),
-                "processing_status": "done",
-            }
+            body = MlResultIn(
+                model=label, modality="image", embedding=vector.tolist(), processing_status="done"
+            )
             client.post_ml_result(photo_id, body)
     client.close()
     return {"settings": settings, "ids": ids, "paths": paths, "vectors": vectors}

@@ -1,8 +1,8 @@
 """What happens when an RQ job raised, timed out, or its worker died (RQ's failure callback).
 
 - A job with RQ retries left: nothing here, RQ re-runs it after the backoff interval.
-- A multi-item batch: split into single-item jobs (each with retries), so only the item that really fails
-  ends up dead-lettered, not its neighbours.
+- A multi-item batch: split into single-item jobs (each with retries) of the items not yet settled, so
+  only the item that really fails ends up dead-lettered, and nothing is dead-lettered or delivered twice.
 - A single item out of retries: one dead-letter entry, and a best-effort "failed" callback.
 
 The callback runs in whichever process notices the failure: the worker itself, or the router's periodic
@@ -13,24 +13,28 @@ from __future__ import annotations
 
 import logging
 from types import TracebackType
-from typing import Any
 
 import redis
 from rq.job import Job
 
-from shared.dead_letter import DeadLetter, DeadLetterQueue
 from shared.payloads import Capability
+from shared.settings import RedisSettings, WorkerSettings
 from workers import runtime
-from workers.dispatch import Dispatcher, JobPolicy, attempt_number
+from workers.delivery import settled
+from workers.delivery.envelope import JobEnvelope
+from workers.delivery.outcomes import dead_letter, report_failed
+from workers.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
 
-def job_items(job: Job) -> tuple[Capability, list[dict[str, Any]]]:
-    """(capability, payloads) of one of our jobs, from its arguments."""
-    if len(job.args) == 1:
-        return Capability.TEXT, list(job.args[0])
-    return Capability(job.args[0]), list(job.args[1])
+def envelope_of(job: Job) -> JobEnvelope:
+    """The envelope of one of our jobs (jobs queued before the envelope get today's default policy)."""
+    if len(job.args) == 1 and isinstance(job.args[0], dict):
+        return JobEnvelope.from_wire(job.args[0])
+    dispatcher = _dispatcher(job.connection)
+    cap = Capability.TEXT if len(job.args) == 1 else Capability(job.args[0])
+    return JobEnvelope(cap, list(job.args[-1]), dispatcher.policy_for(cap))
 
 
 def on_job_failure(
@@ -49,66 +53,48 @@ def on_job_failure(
             job.retries_left,
         )
         return
-    capability, payloads = job_items(job)
-    policy = JobPolicy.from_meta(job.meta)
-    attempts = attempt_number(job)
+    env = envelope_of(job)
+    attempt = env.attempt(job.retries_left)
     reason = exc_value if exc_value is not None else RuntimeError("job failed")
     if isinstance(reason, Exception) and type(reason).__name__ == "AbandonedJobError":
         reason = RuntimeError("worker died while running this job (killed, out of memory, or lost)")
+    payloads = settled.unsettled(job, env.payloads)
 
-    if len(payloads) > 1:
+    if len(env.payloads) > 1:
         dispatcher = _dispatcher(connection)
         with connection.pipeline() as pipe:
             for payload in payloads:
-                dispatcher.add(pipe, capability, [payload], policy=policy, attempts_before=attempts)
+                dispatcher.add(pipe, env.capability, [payload], policy=env.policy, attempts_before=attempt)
             pipe.execute()
         log.warning(
-            "batch job %s of %d failed (%s: %s); re-queued as single jobs",
+            "batch job %s of %d failed (%s: %s); its %d unsettled item(s) re-queued as single jobs",
             job.id,
-            len(payloads),
+            len(env.payloads),
             type(reason).__name__,
             reason,
+            len(payloads),
         )
         return
 
-    dlq = DeadLetterQueue(connection, policy.dlq_key)
     with connection.pipeline() as pipe:
         for payload in payloads:
-            letter = DeadLetter.from_exception(
-                reason,
-                capability=capability.value,
-                payload=payload,
-                attempts=attempts,
-                worker=job.worker_name or "",
-                source_queue=policy.source_queue,
-            )
-            dlq.push(letter, pipe)
+            dead_letter(connection, env, payload, reason, attempt, job.worker_name or "", pipe)
         pipe.execute()
-    log.error(
-        "job %s dead-lettered after %d attempt(s): %s: %s", job.id, attempts, type(reason).__name__, reason
-    )
-    _report_failed(capability, payloads, reason)
+    ctx = runtime.installed()
+    task = ctx.photo_tasks.get(env.capability) if ctx is not None else None
+    for payload in payloads:
+        report_failed(
+            ctx.gallery if ctx is not None else None,
+            env.capability,
+            payload,
+            reason,
+            task.failure_models() if task is not None else [],
+        )
 
 
 def _dispatcher(connection: redis.Redis) -> Dispatcher:
-    try:
-        return runtime.current().dispatcher
-    except RuntimeError:  # not in a worker or router process (tests, scripts): plain defaults
-        from shared.settings import RedisSettings, WorkerSettings
-
-        return Dispatcher(connection, WorkerSettings(), RedisSettings())
-
-
-def _report_failed(capability: Capability, payloads: list[dict[str, Any]], reason: BaseException) -> None:
-    if capability is Capability.TEXT:
-        return
-    try:
-        ctx = runtime.current()
-    except RuntimeError:
-        return
-    from workers.jobs import post_failure
-
-    task = ctx.photo_tasks.get(capability)
-    models = task.failure_models() if task else []
-    for payload in payloads:
-        post_failure(ctx, capability, payload, reason, models)
+    ctx = runtime.installed()
+    if ctx is not None:
+        return ctx.dispatcher
+    # Not in a worker or router process (tests, scripts): plain defaults.
+    return Dispatcher(connection, WorkerSettings(), RedisSettings())

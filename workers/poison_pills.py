@@ -26,6 +26,9 @@ POISON_PILL_CRASHES = 2
 """Consumers a payload may take down before it is dead-lettered instead of being routed again. One crash
 may be bad luck (a node lost, an OOM kill caused by a neighbour); two in a row is the payload."""
 
+CRASH_RECORD_TTL_S = 7 * 24 * 3600
+"""The crash record expires a week after its last change, so a payload removed by hand leaves no trace."""
+
 RAW_KEPT_CHARS = 65536
 """A payload the router dead-letters unparsed is kept verbatim up to this many characters."""
 
@@ -76,6 +79,7 @@ class PoisonPills:
                     else:
                         pipe.rpush(source, raw)
                         pipe.hset(ROUTER_CRASHES, key, crashes)
+                        pipe.expire(ROUTER_CRASHES, CRASH_RECORD_TTL_S)
                     pipe.execute()
                 except redis.WatchError:
                     continue

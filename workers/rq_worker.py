@@ -13,7 +13,7 @@ until a stop request.
 A stop signal (SIGTERM, Ctrl+C) never interrupts a dequeue: RQ moves a job id off the queue into
 `<queue>:intermediate` before it registers it as started, and a StopRequested raised in between left the
 job there, invisible to everyone for minutes. While a dequeue is under way the signal only asks the loop
-to stop; the dequeue waits in slices of MINDSIGHT_HEARTBEAT_S, and a job it got is run before stopping.
+to stop; the dequeue waits in slices of at most STOP_WITHIN_S, and a job it got is run before stopping.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from rq.worker import SimpleWorker, WorkerStatus
 from workers.runtime import PauseControl
 
 log = logging.getLogger(__name__)
+
+STOP_WITHIN_S = 5
+"""An idle worker notices a stop signal within this many seconds (inside docker's 10 s stop grace)."""
 
 
 class MindsightWorker(SimpleWorker):
@@ -84,7 +87,7 @@ class MindsightWorker(SimpleWorker):
             if timeout is None or max_idle_time is not None:  # burst mode / RQ's idle exit: one call
                 result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
                 return result
-            step = max(1, min(timeout, self.heartbeat_s))
+            step = max(1, min(timeout, self.heartbeat_s, STOP_WITHIN_S))
             while result is None and not self._stop_requested:
                 # max_idle_time makes RQ return None after one empty wait instead of blocking on.
                 result = super().dequeue_job_and_maintain_ttl(step, max_idle_time=step)

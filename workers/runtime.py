@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import redis
 
 from shared.dead_letter import DeadLetterQueue
-from shared.errors import GalleryAuthError
+from shared.errors import GalleryAuthError, describe
 from shared.gallery_client import GalleryClient
 from shared.payloads import Capability
 from shared.settings import Settings
@@ -34,6 +34,8 @@ class PauseControl:
         self._until = 0.0
         self._streak = 0
         self._lock = threading.Lock()
+        self.reason: str | None = None
+        """Why the last delivery was held off; None once the gallery took a callback (readiness)."""
 
     def defer(self, exc: BaseException) -> float:
         """Start (or lengthen) a pause after `exc`; returns its length in seconds."""
@@ -42,6 +44,7 @@ class PauseControl:
             delay = min(self.max_s, base * 2**self._streak)
             self._streak += 1
             self._until = time.monotonic() + delay
+            self.reason = "{}: {}".format(*describe(exc))
             return delay
 
     def clear(self) -> None:
@@ -49,6 +52,7 @@ class PauseControl:
         with self._lock:
             self._streak = 0
             self._until = 0.0
+            self.reason = None
 
     def remaining(self) -> float:
         return max(0.0, self._until - time.monotonic())
@@ -86,6 +90,11 @@ def install(ctx: WorkerContext) -> None:
     """Make `ctx` the context of this process (called once at worker start-up)."""
     global _current
     _current = ctx
+
+
+def installed() -> WorkerContext | None:
+    """The context of this process, or None outside a worker or router (tests, scripts)."""
+    return _current
 
 
 def current() -> WorkerContext:

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "router": ("mindsight.cli.router_cmd", "router"),
     "worker": ("mindsight.cli.worker_cmd", "worker"),
     "dlq": ("mindsight.cli.dlq_cmd", "dlq"),
+    "jobs": ("mindsight.cli.jobs_cmd", "jobs"),
     "serve": ("mindsight.cli.serve_cmd", "serve"),
     "enqueue": ("mindsight.cli.enqueue_cmd", "enqueue"),
     "search": ("mindsight.cli.search_cmd", "search"),

@@ -14,8 +14,9 @@ from shared.metrics import serve_health
 from shared.payloads import Capability
 from shared.queues import RQ_QUEUES
 from workers.bootstrap import build_context
-from workers.dispatch import rq_queue
+from workers.dispatch import lane_queues
 from workers.rq_worker import MindsightWorker, work_until_stopped
+from workers.runtime import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +31,10 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
     settings = settings_from(ctx)
     configure_logging(settings.worker.log_level, settings.worker.log_format)
     wctx = build_context(settings, capabilities)
-    queues = [rq_queue(wctx.connection, cap) for cap in capabilities]
+    queues = lane_queues(wctx.connection, capabilities)
 
     def ready() -> tuple[bool, dict[str, object]]:
-        try:
-            wctx.connection.ping()
-        except redis.RedisError as exc:
-            return False, {"redis": str(exc)}
-        tasks = {c.value: t.describe() for c, t in wctx.photo_tasks.items()}
-        if wctx.text_task:
-            tasks["text"] = wctx.text_task.describe()
-        return True, {
-            "capabilities": [c.value for c in capabilities],
-            "models": tasks,
-            "paused_s": round(wctx.pause.remaining(), 1),
-        }
+        return readiness(wctx, capabilities)
 
     serve_health(settings.worker.metrics_port, ready, host=settings.worker.metrics_host)
 
@@ -64,8 +54,26 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
     work_until_stopped(make_worker, burst)
 
 
+def readiness(wctx: WorkerContext, capabilities: list[Capability]) -> tuple[bool, dict[str, object]]:
+    """/readyz: Redis answers and the gallery takes our callbacks (not down, not refusing our token)."""
+    try:
+        wctx.connection.ping()
+    except redis.RedisError as exc:
+        return False, {"redis": str(exc)}
+    tasks = {c.value: t.describe() for c, t in wctx.photo_tasks.items()}
+    if wctx.text_task:
+        tasks["text"] = wctx.text_task.describe()
+    gallery = wctx.pause.reason
+    return gallery is None, {
+        "capabilities": [c.value for c in capabilities],
+        "models": tasks,
+        "gallery": "ok" if gallery is None else f"cannot deliver: {gallery}",
+        "paused_s": round(wctx.pause.remaining(), 1),
+    }
+
+
 def _make(cap: Capability) -> click.Command:
-    @click.command(name=cap.value, help=f"Work the '{RQ_QUEUES[cap]}' queue.")
+    @click.command(name=cap.value, help=f"Work the '{RQ_QUEUES[cap]}' queue (and its bulk lane).")
     @click.option("--also", default="", help="Comma-separated capabilities to host in the same process.")
     @click.option("--burst", is_flag=True, help="Exit when the queues are empty (tests, batch imports).")
     @click.pass_context

@@ -1,64 +1,19 @@
-"""Request bodies of the gallery API, as the wire contract defines them; unknown fields are ignored."""
+"""Request bodies of the gallery API; unknown fields are ignored. Callback bodies come from the contract."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Vector = Annotated[list[FiniteFloat], Field(max_length=8192)]
-"""A JSON list of finite numbers; NaN/Infinity are refused (they would poison every distance)."""
+# The internal callback bodies are the shared contract, the very classes the workers send with.
+from shared.gallery_contract import BBox, FaceIn, FacesIn, MlResultIn, TextQueryIn, Vector
+
+__all__ = ["AlbumIn", "BBox", "FaceIn", "FacesIn", "FaultIn", "MlResultIn", "TextQueryIn", "VectorSearchIn"]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
-
-
-class MlResultIn(_Body):
-    """POST /api/internal/photos/{id}/ml_result."""
-
-    model: str = Field(min_length=1, max_length=200)
-    modality: Literal["image", "caption"]
-    embedding: Vector | None = None
-    ml_result: dict[str, Any] | None = None
-    processing_status: Literal["done", "failed"]
-    error: str | None = Field(None, max_length=10_000)
-    caption: str | None = Field(None, max_length=10_000)
-
-    @model_validator(mode="after")
-    def _done_has_vector(self) -> MlResultIn:
-        if self.processing_status == "done" and not self.embedding:
-            raise ValueError("processing_status 'done' needs a non-empty embedding")
-        return self
-
-
-class BBox(_Body):
-    x1: FiniteFloat
-    y1: FiniteFloat
-    x2: FiniteFloat
-    y2: FiniteFloat
-
-
-class FaceIn(_Body):
-    embedding: Vector = Field(min_length=1)
-    model: str = Field(min_length=1, max_length=200)
-    bbox: BBox
-    score: FiniteFloat | None = None
-    landmarks: list[Annotated[list[FiniteFloat], Field(min_length=2, max_length=3)]] | None = None
-
-
-class FacesIn(_Body):
-    """POST /api/internal/photos/{id}/faces: the photo's complete set of faces."""
-
-    faces: list[FaceIn] = Field(max_length=1000)
-
-
-class TextQueryIn(_Body):
-    """POST /api/internal/text_queries/{request_id}."""
-
-    embedding: Vector = Field(min_length=1)
-    model: str = Field(min_length=1, max_length=200)
 
 
 class AlbumIn(_Body):

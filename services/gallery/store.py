@@ -201,6 +201,17 @@ class GalleryStore:
                 ],
             )
             conn.execute("UPDATE photos SET faces_processed_at = ? WHERE id = ?", (utc_now(), photo_id))
+            # Faces arrived: an earlier failed face callback (modality 'face') no longer holds.
+            cleared = conn.execute(
+                "DELETE FROM ml_results WHERE photo_id = ? AND modality = 'face'", (photo_id,)
+            )
+            if cleared.rowcount:
+                statuses = {
+                    r[0]
+                    for r in conn.execute("SELECT status FROM ml_results WHERE photo_id = ?", (photo_id,))
+                }
+                overall = "failed" if "failed" in statuses else "done"
+                conn.execute("UPDATE photos SET processing_status = ? WHERE id = ?", (overall, photo_id))
         return len(faces)
 
     def faces(self, photo_id: int, with_embeddings: bool = True) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 from PIL import Image
 
 from shared.gallery_client import GalleryClient
+from shared.gallery_contract import MlResultIn
 from shared.models.base import Captioner
 from shared.models.clip.registry import ClipModel
 from shared.payloads import Capability, PhotoJob
@@ -42,22 +43,20 @@ class CaptionTask(PhotoTask):
         if not caption or vector is None:
             log.warning("photo %s: the captioner produced an empty caption; nothing posted", job.photo_id)
             return
-        gallery.post_ml_result(
-            job.photo_id,
-            {
-                "model": self.clip.label,
-                "modality": "caption",
-                "embedding": vector,
-                "caption": caption,
-                "ml_result": {
-                    "source": "mindsight-ml",
-                    "model_name": self.clip.source,
-                    "caption_model": self.caption_model,
-                    "device": self.clip.runtime_info.device,
-                },
-                "processing_status": "done",
+        body = MlResultIn(
+            model=self.clip.label,
+            modality="caption",
+            embedding=vector,
+            caption=caption,
+            ml_result={
+                "source": "mindsight-ml",
+                "model_name": self.clip.source,
+                "caption_model": self.caption_model,
+                "device": self.clip.runtime_info.device,
             },
+            processing_status="done",
         )
+        gallery.post_ml_result(job.photo_id, body)
 
     def failure_models(self) -> list[str]:
         return [self.clip.label]

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from shared.gallery_client import GalleryClient
+from shared.gallery_contract import MlResultIn
 from shared.models.clip.registry import ClipModel
 from shared.payloads import Capability, PhotoJob
 from workers.photo_decoder import DecodedPhoto
@@ -31,22 +32,20 @@ class ClipTask(PhotoTask):
     def post(self, gallery: GalleryClient, job: PhotoJob, photo: DecodedPhoto, result: Any) -> None:
         for label, vector in result.items():
             model = self.models[label]
-            gallery.post_ml_result(
-                job.photo_id,
-                {
-                    "model": label,
-                    "modality": "image",
-                    "embedding": vector.tolist(),
-                    "ml_result": {
-                        "source": "mindsight-ml",
-                        "model_name": model.source,
-                        "device": model.runtime_info.device,
-                        "runtime": model.runtime_info.runtime,
-                        "dim": model.dim,
-                    },
-                    "processing_status": "done",
+            body = MlResultIn(
+                model=label,
+                modality="image",
+                embedding=vector.tolist(),
+                ml_result={
+                    "source": "mindsight-ml",
+                    "model_name": model.source,
+                    "device": model.runtime_info.device,
+                    "runtime": model.runtime_info.runtime,
+                    "dim": model.dim,
                 },
+                processing_status="done",
             )
+            gallery.post_ml_result(job.photo_id, body)
 
     def failure_models(self) -> list[str]:
         return list(self.models)

@@ -7,6 +7,7 @@ from typing import Any
 from PIL import Image
 
 from shared.gallery_client import GalleryClient
+from shared.gallery_contract import BBox, FaceIn
 from shared.models.base import Face, FaceAnalyzer
 from shared.payloads import Capability, PhotoJob
 from workers.photo_decoder import DecodedPhoto
@@ -32,18 +33,13 @@ class FaceTask(PhotoTask):
     def post(self, gallery: GalleryClient, job: PhotoJob, photo: DecodedPhoto, result: Any) -> None:
         s = photo.scale  # boxes were found on a possibly DCT-scaled decode: map to full resolution
         faces = [
-            {
-                "embedding": face.embedding.tolist(),
-                "model": self.model_label,
-                "bbox": {
-                    "x1": face.bbox[0] * s,
-                    "y1": face.bbox[1] * s,
-                    "x2": face.bbox[2] * s,
-                    "y2": face.bbox[3] * s,
-                },
-                "score": float(face.score),
-                "landmarks": [[x * s, y * s] for x, y in face.landmarks],
-            }
+            FaceIn(
+                embedding=face.embedding.tolist(),
+                model=self.model_label,
+                bbox=BBox(x1=face.bbox[0] * s, y1=face.bbox[1] * s, x2=face.bbox[2] * s, y2=face.bbox[3] * s),
+                score=float(face.score),
+                landmarks=[[x * s, y * s] for x, y in face.landmarks],
+            )
             for face in result
         ]
         gallery.post_faces(job.photo_id, faces)

@@ -1,10 +1,10 @@
-"""Five-point face alignment: a least-squares similarity transform onto a canonical template, then a warp.
+"""Five-point face alignment for the retinaface-dlib backend: a least-squares similarity onto dlib's chip.
 
-Both face backends align the same way: detector landmarks (left eye, right eye, nose tip, left and right
-mouth corner, in image left-to-right order) are mapped onto the template their recogniser was trained on
-with Umeyama's least-squares similarity (rotation + uniform scale + translation, no shear), as insightface's
-`norm_crop` does through skimage's SimilarityTransform. Warping uses Pillow, so the default backend needs
-no OpenCV.
+Detector landmarks (left eye, right eye, nose tip, left and right mouth corner, in image left-to-right
+order) are mapped onto the template dlib's ResNet was trained on with Umeyama's least-squares similarity
+(rotation + uniform scale + translation, no shear), as insightface's `norm_crop` does for ArcFace through
+skimage's SimilarityTransform (the insightface backend uses `norm_crop` itself). Warping uses Pillow, with
+an antialiased pre-shrink for big faces.
 """
 
 from __future__ import annotations
@@ -13,27 +13,6 @@ import numpy as np
 from PIL import Image
 
 from shared.errors import ImageDecodeError
-
-ARCFACE_TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ],
-    dtype=np.float64,
-)
-"""insightface's `arcface_dst`: where ArcFace models expect the five points in a 112x112 chip."""
-
-
-def arcface_template(size: int) -> np.ndarray:
-    """`arcface_dst` for a size x size chip, scaled the way insightface's `estimate_norm` scales it."""
-    if size % 112 == 0:
-        return ARCFACE_TEMPLATE_112 * (size / 112.0)
-    ratio = size / 128.0
-    return ARCFACE_TEMPLATE_112 * ratio + np.array([8.0 * ratio, 0.0])
-
 
 _DLIB_MEAN_FACE_5 = np.array(
     [

@@ -1,36 +1,57 @@
-"""The default face backend: insightface's buffalo_l pack (SCRFD + ArcFace) run with onnxruntime directly.
+"""The default face backend: insightface's buffalo_l pack (SCRFD + ArcFace) on our own onnxruntime sessions.
 
-The pack is read from a local folder `store.locations.face_pack_dir` (MINDSIGHT_MODELS_DIR/insightface/
-FACE_MODEL_NAME unless FACE_MODEL_DIR moves it); the
-insightface package itself is not needed. Like insightface's model_zoo, each .onnx file is identified by
-its signature (a detector has five or more outputs; a recogniser takes a square input of at least 112
-pixels, a multiple of 16, and has one output), so the 1k3d68 / 2d106det / genderage models of the pack
-are skipped. Faces are aligned onto `arcface_dst` at 112x112 and fed as (x - 127.5) / 127.5 RGB.
+The pack is read from `store.locations.face_pack_dir` (MINDSIGHT_MODELS_DIR/insightface/FACE_MODEL_NAME
+unless FACE_MODEL_DIR moves it). As Immich's ML service does, the `insightface` package supplies the
+detector (`model_zoo.SCRFD`: letterbox, anchor decoding, NMS) and the alignment (`face_align.norm_crop`
+onto `arcface_dst`), while the sessions are ours (providers, threads, one factory). Like insightface's
+model_zoo, each .onnx file is identified by its signature (a detector has five or more outputs; a
+recogniser takes a square input of at least 112 pixels, a multiple of 16, and has one output), so the
+1k3d68 / 2d106det / genderage models of the pack are never used.
+
+Kept from before: the big-photo pre-shrink (Pillow's reducing_gap resize to the detector's input, so a
+12 MP photo is not resized by cv2 at full size) with its box mapping back to the photo's pixels, and the
+ArcFace embedder. insightface's `ArcFaceONNX` parses the whole graph with `onnx.load` to guess its input
+normalisation: measured with a w600k_r50-sized graph, 619 MB peak and 1.9 s to load against 378 MB and
+0.6 s for `ArcFaceEmbedder` on the same session (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from insightface.model_zoo.scrfd import SCRFD
+from insightface.utils.face_align import norm_crop
 from PIL import Image
 
 from shared.errors import ConfigError
 from shared.models.base import Face, FaceAnalyzer, RuntimeInfo, l2_normalize
-from shared.models.face.align import align_face, arcface_template
-from shared.models.face.detection import onnx_session, provider_label, to_faces
-from shared.models.face.scrfd_detector import ScrfdDetector, is_detector
+from shared.models.face.detection import REDUCING_GAP, Detections, onnx_session, provider_label, to_faces
 
 log = logging.getLogger(__name__)
+
+# insightface 2.1's norm_crop calls skimage's deprecated SimilarityTransform.estimate on every face.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface\.utils\.face_align")
 
 PREFERRED_FILES = ("det_10g.onnx", "w600k_r50.onnx")
 """buffalo_l's detector and recogniser: tried first, so the pack's other big models are never opened."""
 
 ARCFACE_MEAN = 127.5
 ARCFACE_STD = 127.5
+
+NO_KPS_OUTPUTS = frozenset({6, 10})
+"""SCRFD variants without keypoints: useless here, since alignment needs the five landmarks."""
+KPS_OUTPUTS = frozenset({9, 15})
+"""SCRFD variants with keypoints (3 strides x 3 heads, or 5 x 3), as insightface's SCRFD reads them."""
+
+
+def is_detector(session: ort.InferenceSession) -> bool:
+    """insightface's model_zoo rule: a graph with five or more outputs is a detector."""
+    return len(session.get_outputs()) >= 5
 
 
 def is_recognizer(session: ort.InferenceSession) -> bool:
@@ -87,12 +108,12 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         self.det_size = det_size
         self.threads = threads
         self.dim = 0  # known once loaded: the recogniser's output width
-        self.detector: ScrfdDetector | None = None
+        self.detector: ScrfdOnSession | None = None
         self.embedder: ArcFaceEmbedder | None = None
 
     def _load(self) -> None:
         detector, recognizer = self._find_models()
-        self.detector = ScrfdDetector(detector[1], self.det_size, name=str(detector[0]))
+        self.detector = ScrfdOnSession(detector[1], self.det_size, name=str(detector[0]))
         self.embedder = ArcFaceEmbedder(recognizer[1])
         self.dim = self.embedder.dim
         self.files = (detector[0].name, recognizer[0].name)
@@ -128,9 +149,9 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         for image in batch:
             rgb = image.convert("RGB")
             dets = self.detector.detect(rgb, self.min_score)
+            pixels = np.asarray(rgb) if len(dets) else None  # a full-size copy: only when there are faces
             size = self.embedder.size
-            template = arcface_template(size)
-            chips = [align_face(rgb, dets.landmarks[i], template, size) for i in range(len(dets))]
+            chips = [norm_crop(pixels, dets.landmarks[i], image_size=size) for i in range(len(dets))]
             out.append(to_faces(dets, self.embedder.embed(chips)))
         return out
 
@@ -143,3 +164,54 @@ class InsightFaceAnalyzer(FaceAnalyzer):
             device=provider_label(self.embedder.session),
             extra={"pack": str(self.pack_dir), "files": list(self.files), "dim": self.dim},
         )
+
+
+class ScrfdOnSession:
+    """insightface's SCRFD on our session, fed a photo pre-shrunk to its input; boxes in photo pixels."""
+
+    def __init__(self, session: ort.InferenceSession, det_size: int = 640, name: str = "detector") -> None:
+        outputs = len(session.get_outputs())
+        if outputs in NO_KPS_OUTPUTS:
+            raise ConfigError(
+                f"{name}: this SCRFD variant has {outputs} outputs and predicts no landmarks; face "
+                "alignment needs them: use a model with keypoints (buffalo_l's det_10g.onnx has 9 outputs)"
+            )
+        if outputs not in KPS_OUTPUTS:
+            raise ConfigError(f"{name}: {outputs} outputs is not an SCRFD layout (expected 9 or 15)")
+        self.name = name
+        # model_file=None: SCRFD then never opens sessions of its own (one per input size otherwise).
+        self.scrfd = SCRFD(model_file=None, session=session, static_shape_sessions=False)
+        h, w = session.get_inputs()[0].shape[2:4]
+        fixed = isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0
+        self.input_size = (int(w), int(h)) if fixed else (det_size, det_size)
+        self.scrfd.prepare(0, input_size=self.input_size)
+
+    def detect(self, image: Image.Image, min_score: float) -> Detections:
+        """Faces scoring at least `min_score`, in `image`'s pixel coordinates."""
+        small, scale = self._fit(image)
+        bgr = np.ascontiguousarray(np.asarray(small)[:, :, ::-1])
+        try:
+            boxes, kpss = self.scrfd.detect(bgr, input_size=self.input_size, det_thresh=min_score)
+        except ValueError as exc:  # a graph whose outputs do not fit the SCRFD layout for this input
+            raise ConfigError(f"{self.name}: not an SCRFD graph with this layout ({exc})") from exc
+        if len(boxes) == 0 or kpss is None:
+            return Detections.empty()
+        dets = Detections(
+            boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32), kpss.astype(np.float32)
+        )
+        return dets.scaled(scale).clipped(image.width, image.height)
+
+    def _fit(self, image: Image.Image) -> tuple[Image.Image, float]:
+        """The photo resized (aspect kept) to fill the input's width or height, and the factor applied.
+
+        SCRFD would letterbox with a plain cv2 resize of the full photo; resizing here with Pillow's
+        reducing_gap first is several times faster on a 12 MP photo and filters properly, and SCRFD's
+        own resize becomes the identity.
+        """
+        in_w, in_h = self.input_size
+        if image.height / image.width > in_h / in_w:
+            new_h, new_w = in_h, max(1, int(in_h * image.width / image.height))
+        else:
+            new_w, new_h = in_w, max(1, int(in_w * image.height / image.width))
+        small = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
+        return small, new_h / image.height

@@ -34,7 +34,13 @@ def build_face_analyzer(
     """The backend FACE_BACKEND names, not loaded yet."""
     match face.backend:
         case "insightface":
-            from shared.models.face.insightface_backend import InsightFaceAnalyzer
+            try:
+                from shared.models.face.insightface_backend import InsightFaceAnalyzer
+            except ImportError as exc:
+                raise ConfigError(
+                    f"FACE_BACKEND=insightface needs the insightface package ({exc.name} is missing): "
+                    "pip install 'mindsight-ml[faces]', or use the full image"
+                ) from exc
             from shared.models.store.locations import face_pack_dir
 
             return InsightFaceAnalyzer(
