@@ -50,13 +50,13 @@ def captioned(
         ids[name], _ = gallery_server.add_photo(path)
         for label, model in mixed_clip_models.items():
             vector = model.image.predict([Image.open(path)])[0].tolist()
-            body = MlResultIn(model=label, modality="image", embedding=vector, processing_status="done")
-            client.post_ml_result(ids[name], body)
+            image = MlResultIn(model=label, modality="image", embedding=vector, processing_status="done")
+            client.post_ml_result(ids[name], image)
         text_vector = mixed_clip_models["cn"].text.predict([caption])[0].tolist()
-        caption_body = MlResultIn(
+        body = MlResultIn(
             model="cn", modality="caption", embedding=text_vector, caption=caption, processing_status="done"
         )
-        client.post_ml_result(ids[name], caption_body)
+        client.post_ml_result(ids[name], body)
     client.close()
     return ids
 
