@@ -306,7 +306,7 @@ def test_recovered_suspects_are_tried_alone_so_a_pill_takes_no_neighbour_with_it
         pass
     jobs = queued(conn, Capability.CLIP)
     # The fresh photo goes in a batch; each suspect goes alone, so a second crash names one payload.
-    assert sorted(len(j.args[1]) for j in jobs) == [1, 1, 1, 1]
+    assert sorted(len(envelope(j).payloads) for j in jobs) == [1, 1, 1, 1]
     assert sorted(payload_ids(jobs)) == [1, 2, 3, 4]
     assert conn.hlen(ROUTER_CRASHES) == 0  # delivered suspects are cleared
 
