@@ -20,6 +20,9 @@ from shared.settings import Settings
 MAX_LIMIT = 1000
 """The gallery's own cap on results per vector search."""
 
+MODALITIES = ("image", "caption")
+"""What a query is compared with: the photos' image embeddings, or their captions' text embeddings."""
+
 
 @dataclass(frozen=True)
 class SearchHit:
@@ -56,6 +59,13 @@ def embed_query(model: ClipModel, text: str | None = None, image: Path | None = 
         vector = model.image.predict([load_image(image, min_side=model.image.image_size)])[0]
     else:
         assert text is not None
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # argv bytes the locale could not decode become lone surrogates
+            raise ValueError(
+                f"the query is not valid Unicode text at character {exc.start} (is the terminal's locale "
+                "UTF-8? try LANG=C.UTF-8)"
+            ) from None
         vector = model.text.predict([text])[0]
     return vector.tolist()
 
@@ -67,16 +77,22 @@ def search(
     image: Path | None = None,
     label: str | None = None,
     limit: int = 10,
+    modality: str = "image",
 ) -> tuple[str, list[SearchHit]]:
-    """Embed the query with one model and return (its label, the gallery's nearest photos)."""
+    """Embed the query with one model and return (its label, the gallery's nearest photos).
+
+    `modality` picks what the query is compared with: the photos' image embeddings or their captions'.
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     settings.gallery.require_access_token()  # before spending seconds on loading a model
     model = load_query_model(settings, label)
     embedding = embed_query(model, text, image)
     client = GalleryClient(settings.gallery, internal=False)
     try:
-        items = client.search_vector(embedding, model=model.label, modality="image", limit=limit)
+        items = client.search_vector(embedding, model=model.label, modality=modality, limit=limit)
     finally:
         client.close()
     return model.label, [_hit(rank, item, client.base_url) for rank, item in enumerate(items, start=1)]

@@ -3,6 +3,8 @@
 faiss searches in blocks with a bounded top-k heap, so memory is O(n * k), not O(n^2). Up to
 EXACT_SEARCH_MAX faces the search is exact (a flat inner-product index); above it an inverted-file index
 (k-means cells, a few probed per query) trades a little recall for time that grows ~n^1.5 instead of n^2.
+Its vectors are stored as 8-bit codes (a quarter of float32: 100 MB instead of 400 MB at 200k faces of
+512-d), so it only proposes the neighbours: every edge's distance is then computed from the embeddings.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ IVF_PROBES = 12
 
 SEARCH_BLOCK = 8192
 """Queries per faiss call: bounds the k-nearest result arrays held at once."""
+
+EDGE_BLOCK = 4096
+"""Edges whose exact distance is computed at once (two 4096 x dim float32 gathers: 16 MB at 512-d)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,9 @@ def _index(emb: np.ndarray) -> faiss.Index:
         flat.add(emb)
         return flat
     cells = int(np.sqrt(n))
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dim), dim, cells, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
     rng = np.random.default_rng(0)
     ivf.train(emb[np.sort(rng.choice(n, size=min(n, 40 * cells), replace=False))])
     ivf.nprobe = IVF_PROBES
@@ -90,7 +97,13 @@ def neighbour_edges(emb: np.ndarray, k: int = NEIGHBOURS) -> NeighbourEdges:
     a, b, d = np.concatenate(heads), np.concatenate(tails), np.concatenate(dists)
     # Each pair may come from both ends; keep it once.
     _, first = np.unique(a * n + b, return_index=True)
-    return NeighbourEdges(a[first], b[first], d[first])
+    a, b, d = a[first], b[first], d[first]
+    if n > EXACT_SEARCH_MAX:  # the codes' distances are approximate: compute the true ones
+        for start in range(0, a.size, EDGE_BLOCK):
+            end = start + EDGE_BLOCK
+            sims = np.einsum("ij,ij->i", emb[a[start:end]], emb[b[start:end]])
+            d[start:end] = np.clip(1.0 - sims, 0.0, 2.0)
+    return NeighbourEdges(a, b, d)
 
 
 def components(n: int, edges: NeighbourEdges, threshold: float) -> np.ndarray:

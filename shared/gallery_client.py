@@ -1,7 +1,8 @@
 """The one HTTP client for the gallery API: base URL, auth headers, timeouts, retries, status mapping.
 
-Internal callbacks carry `x-internal-token`; the user API (photos, albums, vector search) used by the
-CLI tools carries `Authorization: Bearer $ACCESS_TOKEN`. Nothing else in the project builds gallery URLs.
+Internal callbacks carry `x-internal-token` and, inside a job, an `Idempotency-Key` (shared.idempotency);
+the user API (photos, albums, vector search) used by the CLI tools carries
+`Authorization: Bearer $ACCESS_TOKEN`. Nothing else in the project builds gallery URLs.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ import httpx
 
 from shared.errors import GalleryAuthError, GalleryRejected, GalleryUnavailable
 from shared.gallery_contract import FaceIn, FacesIn, MlResultIn, TextQueryIn
+from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
+from shared.idempotency import current_key
 from shared.settings import GallerySettings
 
 log = logging.getLogger(__name__)
+
+FACES_KEY_MODEL = "faces"
+"""The model part of a faces callback's idempotency key: the body replaces the photo's whole face set."""
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Answers that mean "not now": waited out, never dead-lettered."""
@@ -50,17 +56,26 @@ class GalleryClient:
     # -- internal callbacks -------------------------------------------------------------------------
     def post_ml_result(self, photo_id: int, body: MlResultIn) -> None:
         """POST /api/internal/photos/{id}/ml_result (image or caption embedding, or a failure)."""
-        self._request("POST", f"/api/internal/photos/{photo_id}/ml_result", json=body.wire())
+        key = current_key(photo_id, body.model, body.processing_status)
+        self._request(
+            "POST", f"/api/internal/photos/{photo_id}/ml_result", json=body.wire(), headers=_key_header(key)
+        )
 
     def post_faces(self, photo_id: int, faces: list[FaceIn]) -> None:
         """POST /api/internal/photos/{id}/faces; an empty list says "processed, no face"."""
         body = FacesIn(faces=faces)
-        self._request("POST", f"/api/internal/photos/{photo_id}/faces", json=body.wire())
+        key = current_key(photo_id, FACES_KEY_MODEL, "done")
+        self._request(
+            "POST", f"/api/internal/photos/{photo_id}/faces", json=body.wire(), headers=_key_header(key)
+        )
 
     def post_text_embedding(self, request_id: int, embedding: list[float], model: str) -> None:
         """POST /api/internal/text_queries/{request_id}."""
         body = TextQueryIn(embedding=embedding, model=model)
-        self._request("POST", f"/api/internal/text_queries/{request_id}", json=body.wire())
+        key = current_key(request_id, model, "done")
+        self._request(
+            "POST", f"/api/internal/text_queries/{request_id}", json=body.wire(), headers=_key_header(key)
+        )
 
     # -- user API (CLI tools) -----------------------------------------------------------------------
     def list_photos(self, limit: int = 0, page_size: int = 200) -> list[dict[str, Any]]:
@@ -144,3 +159,7 @@ class GalleryClient:
                 continue
             raise GalleryRejected(f"{method} {url} -> {resp.status_code}: {resp.text[:300]}")
         raise GalleryUnavailable(f"gallery at {self.base_url} unavailable: {last}")
+
+
+def _key_header(key: str | None) -> dict[str, str]:
+    return {IDEMPOTENCY_HEADER: key} if key else {}

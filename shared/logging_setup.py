@@ -48,11 +48,29 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(out, default=str))  # non-str extras rendered by default=str
 
 
+def silence_progress_bars() -> None:
+    """Turn off the tqdm bars of huggingface_hub and transformers (downloads, "Loading checkpoint shards").
+
+    They write carriage-return redraws straight to stderr, which breaks one-JSON-object-per-line logs.
+    transformers reads huggingface_hub's switch when it is imported, and has its own once it is.
+    """
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:  # the slim image may lack it: then nothing draws bars either
+        return
+    disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Install one stderr handler on the root logger (idempotent)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
+        silence_progress_bars()
     else:
         handler.setFormatter(TextFormatter())
     root = logging.getLogger()

@@ -1,20 +1,32 @@
 """Prometheus metrics shared by the router and workers, and the small health/metrics HTTP endpoint.
 
 Every long-running process serves GET /healthz (alive: 503 when a consumer is dead or stuck), /readyz
-(models loaded, Redis reachable) and /metrics on MINDSIGHT_METRICS_PORT (0 = off), so compose,
-Kubernetes and Prometheus can watch it.
+(models loaded, Redis reachable) and /metrics on MINDSIGHT_METRICS_PORT (0 = off; the images, compose
+and k8s set 9100), so compose, Kubernetes and Prometheus can watch it. Every metric of ours is named
+`mindsight_*` (the embed API's too); the rest are prometheus_client's standard process_/python_ collectors.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
+import platform
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,50 @@ BATCH_SIZE = Histogram(
 )
 QUEUE_DEPTH = Gauge("mindsight_queue_depth", "Length of a Redis list we watch.", ["queue"])
 ROUTED = Counter("mindsight_routed_total", "Payloads taken off the backend lists.", ["source", "outcome"])
+
+MODEL_INFO_LABELS = ("capability", "model", "runtime", "precision", "device")
+CAPTION_ROLES = frozenset({"captioner", "text_model"})
+"""Keys of a caption task's describe() that name a role, not a model label: the model is their source."""
+
+
+def build_info(registry: CollectorRegistry = REGISTRY) -> Info:
+    """`mindsight_build_info{version, python}`: which release runs, so dashboards can tell deploys apart."""
+    try:
+        version = importlib.metadata.version("mindsight-ml")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        version = "unknown"
+    info = Info(
+        "mindsight_build", "The mindsight-ml release and Python this process runs.", registry=registry
+    )
+    info.info({"version": version, "python": platform.python_version()})
+    return info
+
+
+def model_info_gauge(registry: CollectorRegistry = REGISTRY) -> Gauge:
+    """`mindsight_model_info{capability, model, runtime, precision, device} 1` per loaded model."""
+    return Gauge(
+        "mindsight_model_info", "Models this process runs (1 each), with runtime, precision and device.",
+        MODEL_INFO_LABELS, registry=registry,
+    )  # fmt: skip
+
+
+BUILD_INFO = build_info()
+MODEL_INFO = model_info_gauge()
+
+
+def record_models(capability: str, described: Mapping[str, Any], gauge: Gauge = MODEL_INFO) -> None:
+    """Publish a task's describe() (label -> runtime facts) as model info series."""
+    for key, facts in described.items():
+        if not isinstance(facts, Mapping):
+            continue
+        model = str(facts.get("label") or facts.get("source") or key) if key in CAPTION_ROLES else key
+        gauge.labels(
+            capability=capability,
+            model=model,
+            runtime=str(facts.get("runtime", "torch")),
+            precision=str(facts.get("precision") or "default"),
+            device=str(facts.get("device", "cpu")),
+        ).set(1)
 
 
 ReadyCheck = Callable[[], tuple[bool, dict[str, Any]]]

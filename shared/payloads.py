@@ -8,7 +8,16 @@ import logging
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from shared.errors import BadPayload
 
@@ -60,8 +69,41 @@ Text = Annotated[StrictStr, AfterValidator(_clean_text)]
 """A string that encodes as UTF-8 and holds no NUL."""
 
 
+def _clean_or_none(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return _clean_text(value)
+    except ValueError:
+        return None
+
+
+def _optional_text(value: Any) -> str | None:
+    # Optional fields added after the contract was fixed: a backend may already send a field of that
+    # name with another meaning, and such a payload must keep working as before, so a value of the wrong
+    # shape means "absent", never a refused job.
+    return _clean_or_none(value)
+
+
+def _optional_labels(value: Any) -> list[str] | None:
+    if not isinstance(value, list) or not value or len(value) > MAX_TASKS:
+        return None
+    labels = [_clean_or_none(v) for v in value]
+    return None if any(label is None for label in labels) else [str(label) for label in labels]
+
+
+OptionalText = Annotated[str | None, BeforeValidator(_optional_text)]
+"""An optional string field; anything but a clean string reads as absent."""
+
+OptionalLabels = Annotated[list[str] | None, BeforeValidator(_optional_labels)]
+"""An optional non-empty list of clean strings; anything else reads as absent."""
+
+
 class PhotoJob(BaseModel):
-    """`{"photo_id", "user_id", "path", "tasks"}` as pushed on REDIS_QUEUE_NAME; extra fields ignored."""
+    """`{"photo_id", "user_id", "path", "tasks"}` as pushed on REDIS_QUEUE_NAME; extra fields ignored.
+
+    Optional: `priority` (`"bulk"` puts the job on the bulk lane, shared.lanes) and `models` (the CLIP
+    labels to compute; absent means every configured label)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -69,6 +111,8 @@ class PhotoJob(BaseModel):
     user_id: Id
     path: Text
     tasks: Annotated[list[Text], Field(max_length=MAX_TASKS)]
+    priority: OptionalText = None
+    models: OptionalLabels = None
 
     def capabilities(self, caption_enabled: bool) -> list[Capability]:
         """Capabilities this job asks for, in a stable order; `clip` implies captioning when enabled."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.lanes import Lane, lanes_for
 from shared.payloads import Capability
 
 RQ_QUEUES: dict[Capability, str] = {
@@ -10,7 +11,21 @@ RQ_QUEUES: dict[Capability, str] = {
     Capability.FACE: "face",
     Capability.TEXT: "text",
 }
-"""One RQ queue per capability, so each scales and fails on its own."""
+"""One RQ queue per capability, so each scales and fails on its own (these are the interactive lanes)."""
+
+BULK_SUFFIX = "_bulk"
+
+
+def rq_queue_name(capability: Capability, lane: Lane = Lane.INTERACTIVE) -> str:
+    """The RQ queue of a capability's lane: `clip` (interactive, the name before lanes) or `clip_bulk`."""
+    name = RQ_QUEUES[capability]
+    return name if lane is Lane.INTERACTIVE else f"{name}{BULK_SUFFIX}"
+
+
+def all_rq_queue_names() -> list[str]:
+    """Every RQ queue of every capability and lane (for the scheduler, clean-up and dashboards)."""
+    return [rq_queue_name(cap, lane) for cap in Capability for lane in lanes_for(cap)]
+
 
 KEY_PREFIX = "mindsight"
 

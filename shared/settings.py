@@ -50,6 +50,8 @@ class RedisSettings(_Group):
 
     url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     photo_queue: str = Field("photo_tasks", validation_alias="REDIS_QUEUE_NAME")
+    photo_bulk_queue: str = Field("photo_tasks_bulk", validation_alias="REDIS_BULK_QUEUE_NAME")
+    """Photo jobs pushed here go on the bulk lane (shared.lanes): taken only when no fresh upload waits."""
     photo_dlq: str = Field("photo_tasks_dlq", validation_alias="REDIS_DLQ_NAME")
     text_queue: str = Field("text_tasks", validation_alias="TEXT_EMBED_QUEUE_NAME")
     text_dlq: str = Field("text_tasks_dlq", validation_alias="TEXT_EMBED_DLQ_NAME")
@@ -190,6 +192,9 @@ class WorkerSettings(_Group):
 
     batch_size: int = Field(8, validation_alias="MINDSIGHT_BATCH_SIZE")
     batch_wait_ms: int = Field(25, validation_alias="MINDSIGHT_BATCH_WAIT_MS")
+    bulk_batch_size: int = Field(32, validation_alias="MINDSIGHT_BULK_BATCH_SIZE")
+    """Photos per job on the bulk lane: larger batches for throughput; a fresh upload waits at most for
+    the one bulk job a worker is running, so this bounds its extra latency."""
     job_timeout_s: int = Field(600, validation_alias="MINDSIGHT_JOB_TIMEOUT_S")
     max_retries: int = Field(3, validation_alias="MINDSIGHT_MAX_RETRIES")
     retry_backoff_s: str = Field("5,30,120", validation_alias="MINDSIGHT_RETRY_BACKOFF_S")
@@ -205,7 +210,7 @@ class WorkerSettings(_Group):
     log_format: Literal["text", "json"] = Field("text", validation_alias="MINDSIGHT_LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="MINDSIGHT_LOG_LEVEL")
 
-    @field_validator("batch_size", "threads")
+    @field_validator("batch_size", "bulk_batch_size", "threads")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.settings",
     "tests.fixtures.clip_models",
+    "tests.fixtures.multilingual_clip",
     "tests.fixtures.gallery",
     "tests.fixtures.faces",
     "tests.fixtures.captions",

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.models.store.locations import model_locations
+from shared.settings import load_settings
 from tests.deploy_support import dockerfile_stages as dfs
 from tests.deploy_support.cli_paths import resolve
-from tests.deploy_support.settings_catalog import REPO, example_lines
-from tests.deploy_support.tools import CHECK_TOKEN, compose_config, compose_project, tool
+from tests.deploy_support.settings_catalog import REPO, example_lines, settings_env_vars
+from tests.deploy_support.tools import CHECK_TOKEN, compose_config, compose_project, kustomize, tool
 
 COMPOSE = REPO / "docker-compose.yml"
 GPU = REPO / "deploy/docker-compose.gpu.yml"
@@ -85,7 +87,9 @@ def test_services_and_profiles(project: Path, services: dict[str, Any]) -> None:
 
 def test_x_worker_anchor_keeps_workers_identical_but_for_their_command(services: dict[str, Any]) -> None:
     assert "x-worker:" in COMPOSE.read_text() and "<<: *worker" in COMPOSE.read_text()
-    shapes = [{k: v for k, v in services[w].items() if k != "command"} for w in sorted(WORKERS)]
+    shapes = [
+        {k: v for k, v in services[w].items() if k not in ("command", "deploy")} for w in sorted(WORKERS)
+    ]
     assert all(shape == shapes[0] for shape in shapes)
     assert sorted(services[w]["command"] for w in WORKERS) == [
         ["worker", c] for c in sorted(("caption", "clip", "face", "text"))
@@ -285,3 +289,73 @@ def test_addresses_set_in_env_file_win(tmp_path: Path) -> None:
     demo = compose_config(project, "--profile", "demo")["services"]
     # The demo's uploader talks to the demo gallery whatever the workers use.
     assert demo["enqueue-samples"]["environment"]["API_BASE_URL"] == "http://gallery-dev:5800"
+
+
+UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+DOC_ROW = re.compile(r"^\| ([\w-]+)(?: \(one-shot\))? \| (\d+) (MiB|GiB) \|", re.M)
+
+
+def k8s_bytes(quantity: str) -> int:
+    return int(quantity[:-2]) * UNITS[quantity[-2:]]
+
+
+def test_memory_limits_equal_the_k8s_limits_and_the_documented_table(services: dict[str, Any]) -> None:
+    """Issue 9 item 9: compose gets the memory figures docs/deployment.md lists, the k8s limits too."""
+    documented = {
+        name: int(n) * (2**20 if unit == "MiB" else 2**30)
+        for name, n, unit in DOC_ROW.findall((REPO / "docs/deployment.md").read_text())
+    }
+    k8s = {}
+    for res in kustomize(REPO / "deploy/k8s/base"):
+        if res["kind"] in ("Deployment", "StatefulSet", "Job"):
+            (container,) = res["spec"]["template"]["spec"]["containers"]
+            name = {"models-download": "models"}.get(res["metadata"]["name"], res["metadata"]["name"])
+            k8s[name] = k8s_bytes(container["resources"]["limits"]["memory"])
+    compose = {
+        name: int(svc["deploy"]["resources"]["limits"]["memory"])
+        for name, svc in services.items()
+        if not svc.get("profiles")
+    }
+    assert set(compose) == CORE
+    assert compose == k8s == documented
+
+
+def image_env(df: dfs.Dockerfile, target: str) -> dict[str, str]:
+    """ENV of an image target (inherited stages included), as `KEY=value` pairs of BuildKit's parse."""
+    env: dict[str, str] = {}
+    for stage in reversed(df.lineage(target)):
+        for instr in stage.all("ENV"):
+            env.update(zip(instr.args[::2], instr.args[1::2], strict=True))
+    return env
+
+
+def image_home(df: dfs.Dockerfile, target: str) -> str:
+    runs = " ".join(i.value for s in df.lineage(target) for i in s.all("RUN"))
+    match = re.search(r"--home-dir (\S+)", runs)
+    assert match, f"{target}: no app user home"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("name", sorted(WORKERS | {"embed-api", "models"}))
+def test_every_model_resolves_inside_the_one_models_volume(
+    services: dict[str, Any], df: dfs.Dockerfile, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLIP, BLIP, the face pack, the ONNX exports and the hub cache all live on the `models` volume.
+
+    Rendered by the real compose, with the image's ENV and the app user's HOME, through the production
+    download plan: a model outside the volume is downloaded by the `models` one-shot and never found.
+    """
+    svc = services[name]
+    env = {**image_env(df, svc["build"]["target"]), **svc["environment"], "HOME": image_home(df, "full")}
+    for var in settings_env_vars():
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    locations = model_locations(load_settings(None))
+    volume = mounts(svc)["/models"]
+    assert volume["source"] == "models" and volume["type"] == "volume"
+    inside = locations.inside(Path("/models"))
+    assert set(inside) >= {"caption", "face"} and any(k.startswith("clip:") for k in inside)
+    assert all(inside.values()), f"{name}: outside the models volume: {inside}"
+    assert locations.onnx.is_relative_to("/models"), "the ONNX exports"
+    assert Path(env["HF_HOME"]).is_relative_to("/models"), "open_clip Name/tag weights (HF_HOME)"

@@ -25,6 +25,7 @@ from tests.deploy_support.tools import kustomize
 
 BASE = REPO / "deploy/k8s/base"
 GPU = REPO / "deploy/k8s/overlays/gpu"
+RWX = REPO / "deploy/k8s/overlays/rwx"
 K8S_VERSIONS = ("1.29", "1.37")
 """Oldest and newest Kubernetes minor versions the manifests are validated against."""
 WORKERS = {"worker-clip": "clip", "worker-caption": "caption", "worker-face": "face", "worker-text": "text"}
@@ -93,7 +94,7 @@ def config(resources: list[Resource]) -> dict[str, str]:
     return cm["data"]
 
 
-@pytest.mark.parametrize("root", [BASE, GPU], ids=["base", "gpu"])
+@pytest.mark.parametrize("root", [BASE, GPU, RWX], ids=["base", "gpu", "rwx"])
 def test_every_resource_validates_against_kubernetes_schemas(root: Path) -> None:
     resources = build(root)
     assert len(resources) > 10
@@ -248,7 +249,10 @@ def test_workers_scale_on_their_rq_queue_and_router_on_the_backend_lists(base: l
     worker_defaults = WorkerSettings.model_fields
     for name, queue in WORKERS.items():
         spec = scaled[name]["spec"]
-        assert [t["metadata"]["listName"] for t in spec["triggers"]] == [Queue(queue, connection=conn).key]
+        lanes = [queue] if queue == "text" else [queue, f"{queue}_bulk"]  # shared.lanes
+        assert [t["metadata"]["listName"] for t in spec["triggers"]] == [
+            Queue(q, connection=conn).key for q in lanes
+        ]
         assert resolve(main_container(by_kind(base, "Deployment")[name])["args"]).name == queue
         if name in SCALE_TO_ZERO:
             assert spec["minReplicaCount"] == 0
@@ -262,7 +266,11 @@ def test_workers_scale_on_their_rq_queue_and_router_on_the_backend_lists(base: l
     # Never zero: the router also runs RQ's scheduler, which brings due retries back to the queues.
     assert router["minReplicaCount"] == 1
     lists = [t["metadata"]["listName"] for t in router["triggers"]]
-    assert lists == [config(base)["REDIS_QUEUE_NAME"], config(base)["TEXT_EMBED_QUEUE_NAME"]]
+    assert lists == [
+        config(base)["REDIS_QUEUE_NAME"],
+        config(base)["REDIS_BULK_QUEUE_NAME"],
+        config(base)["TEXT_EMBED_QUEUE_NAME"],
+    ]
 
 
 def test_gpu_overlay_changes_only_the_gpu_deployments(base: list[Resource], gpu: list[Resource]) -> None:
@@ -284,3 +292,23 @@ def test_gpu_overlay_changes_only_the_gpu_deployments(base: list[Resource], gpu:
         assert container["args"] == main_container(before[name])["args"]
     others = [r for r in gpu if r["kind"] != "Deployment"]
     assert others == [r for r in base if r["kind"] != "Deployment"]
+
+
+def test_claims_default_to_what_a_single_node_offers_and_rwx_is_one_component(base: list[Resource]) -> None:
+    """Issue 9 item 9: k3s' local-path (one node) offers ReadWriteOnce only; the rwx overlay switches."""
+    claims = by_kind(base, "PersistentVolumeClaim")
+    assert {name: c["spec"]["accessModes"] for name, c in claims.items()} == {
+        "mindsight-models": ["ReadWriteOnce"],
+        "gallery-uploads": ["ReadWriteOnce"],
+    }
+    rwx = build(RWX)
+    for res in rwx:
+        before = next(
+            r for r in base if (r["kind"], r["metadata"]["name"]) == (res["kind"], res["metadata"]["name"])
+        )
+        if res["kind"] == "PersistentVolumeClaim":
+            assert res["spec"]["accessModes"] == ["ReadWriteMany"]
+            assert {**res["spec"], "accessModes": None} == {**before["spec"], "accessModes": None}
+        else:
+            assert res == before
+    assert len(rwx) == len(base)

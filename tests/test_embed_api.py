@@ -283,16 +283,16 @@ def test_metrics_count_requests_statuses_and_texts(api: httpx.Client) -> None:
     other = {"method": "GET", "route": "other", "status": "404"}
     for labels in (ok, bad, other):
         assert (
-            value(text, "embed_api_requests_total", **labels)
-            == value(before, "embed_api_requests_total", **labels) + 1
+            value(text, "mindsight_embed_api_requests_total", **labels)
+            == value(before, "mindsight_embed_api_requests_total", **labels) + 1
         )
-    texts = "embed_api_texts_embedded_total"
+    texts = "mindsight_embed_api_texts_embedded_total"
     assert value(text, texts, model="tiny-oc") == value(before, texts, model="tiny-oc") + 3
     assert value(text, texts, model="tiny-hf") == value(before, texts, model="tiny-hf") + 1
-    count = "embed_api_request_duration_seconds_count"
+    count = "mindsight_embed_api_request_duration_seconds_count"
     assert value(text, count, route="/embed_texts") >= 1
-    assert 'embed_api_request_duration_seconds_bucket{le="0.015",route="/embed_text"}' in text
-    assert "embed_api_inference_seconds_count" in text and "process_cpu_seconds_total" in text
+    assert 'mindsight_embed_api_request_duration_seconds_bucket{le="0.015",route="/embed_text"}' in text
+    assert "mindsight_embed_api_inference_seconds_count" in text and "process_cpu_seconds_total" in text
 
 
 def test_token_is_required_everywhere_but_the_probes(tiny_clip_models: dict[str, ClipModel]) -> None:

@@ -130,12 +130,16 @@ def test_worker_killed_mid_batch_is_recovered_quickly(pipeline: Pipeline, tmp_pa
         pipeline.push_photo(pid, path)
     pipeline.gallery.set_fault(delay_s=60, count=1, status=None)  # the first callback hangs
     pipeline.router()
-    victim = pipeline.worker("clip")
+    # The victim waits out the hanging callback (no client timeout before it), so it is mid-batch when
+    # killed however long the spare takes to start.
+    victim = pipeline.worker("clip", MINDSIGHT_GALLERY_TIMEOUT_S="120")
     pipeline.wait_for(lambda: pipeline.redis.zcard("rq:wip:clip") > 0, 90, "the batch to start")
     # The replacement is up (models loaded, registered, idle) before the kill, so what is timed below is
     # the recovery itself, not a process start.
     pipeline.worker("clip")
     pipeline.wait_for(lambda: len(Worker.all(connection=pipeline.redis)) == 2, 90, "the spare worker")
+    assert pipeline.redis.zcard("rq:wip:clip") > 0, "the victim must still be mid-batch"
+    assert not all(done(pipeline.gallery, pid) for pid, _ in photos)
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     pipeline.gallery.set_fault()

@@ -1,11 +1,12 @@
-"""The poison suite (issue 8): hostile payloads on both backend lists, through the real router and worker
-processes. After each: the router and the worker are alive, a later good job is delivered, and the bad
-payload is in the dead-letter queue exactly once with its reason."""
+"""The poison suite (issue 8): hostile payloads on both backend lists and impossible photo files, through
+the real router and worker processes. After each: the router and the worker are alive, a later good job
+is delivered, and the bad item is in the dead-letter queue exactly once with its reason."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from shared.embedded_redis import EmbeddedRedis
 from tests.fixtures.gallery import GalleryServer, write_jpeg
 from tests.fixtures.pipeline import Pipeline
+from tests.test_images import png_header_only
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +131,39 @@ def test_poison_is_dead_lettered_once_and_the_pipeline_goes_on(live: Live, case:
     assert live.router.poll() is None and live.worker.poll() is None, p.logs()
     assert p.redis.keys("mindsight:router:alive:*"), "the router's heartbeat is withheld"
     assert not p.redis.keys("mindsight:router:unhealthy:*")
+
+
+FILES: dict[str, tuple[str, Callable[[Path], object] | None]] = {
+    "symlink-loop": ("loop.jpg", lambda p: p.symlink_to(p)),
+    "enametoolong": ("a" * 300 + ".jpg", None),
+    "unknown-user": ("~nosuchuser-4711/x.jpg", None),
+    "fifo": ("fifo.jpg", lambda p: os.mkfifo(p)),
+    "directory": ("dir.jpg", lambda p: p.mkdir()),
+    "bomb-png": ("bomb.png", lambda p: p.write_bytes(png_header_only(200_000, 200_000))),
+}
+"""Photo files no retry can read: permanent, so dead-lettered on the first attempt (workers.delivery)."""
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_impossible_photo_files_are_dead_lettered_once_on_the_first_attempt(live: Live, name: str) -> None:
+    p = live.p
+    filename, create = FILES[name]
+    photo_id, _ = p.gallery.add_photo(write_jpeg(live.root / f"{name}-real.jpg"))
+    uploads = p.gallery.root / "uploads" / "original"
+    if create is not None:
+        create(uploads / filename)
+    path = filename if filename.startswith("~") else f"./uploads/original/{filename}"
+    p.push_photo(photo_id, path, ["clip"])
+    kind, key = live.good_job("photo_tasks")
+    p.wait_for(lambda: live.delivered(kind, key), 120, "the good photo after the impossible one")
+    p.wait_for(
+        lambda: any((d["payload"] or {}).get("photo_id") == photo_id for d in p.dead_letters()),
+        120,
+        f"the dead letter of {name}",
+    )
+    mine = [d for d in p.dead_letters() if (d["payload"] or {}).get("photo_id") == photo_id]
+    assert len(mine) == 1, mine
+    [letter] = mine
+    assert letter["attempts"] == 1 and letter["capability"] == "clip", letter
+    assert letter["error_type"] in {"ImageDecodeError", "UnsafePath"}, letter
+    assert live.router.poll() is None and live.worker.poll() is None, p.logs()

@@ -10,6 +10,7 @@ import redis
 
 from shared.device import onnx_providers, resolve_device, set_threads
 from shared.gallery_client import GalleryClient
+from shared.metrics import record_models
 from shared.payloads import Capability
 from shared.settings import Settings
 from workers.dispatch import Dispatcher
@@ -102,5 +103,7 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
                 ctx.photo_tasks[cap] = FaceTask(analyzer, settings.face.model_label)
     for cap, task in ctx.photo_tasks.items():
         log.info("%s ready: %s", cap.value, json.dumps(task.describe()))
+        record_models(cap.value, task.describe())
     if ctx.text_task is not None:
         log.info("text ready: %s", json.dumps(ctx.text_task.describe()))
+        record_models("text", ctx.text_task.describe())

@@ -13,6 +13,7 @@ job functions import this module, never the other way round.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -20,8 +21,9 @@ from redis.client import Pipeline
 from rq import Callback, Queue, Retry
 from rq.serializers import JSONSerializer
 
+from shared.lanes import Lane, lanes_for
 from shared.payloads import Capability
-from shared.queues import RQ_QUEUES
+from shared.queues import rq_queue_name
 from shared.settings import RedisSettings, WorkerSettings
 from workers.delivery.envelope import DEFAULT_HANDLERS, Handlers, JobEnvelope, JobPolicy
 
@@ -32,9 +34,18 @@ FAILURE_TTL_S = 7 * 24 * 3600
 """RQ's own failed registry keeps a week of history; the dead-letter queue is the operator's record."""
 
 
-def rq_queue(connection: redis.Redis, capability: Capability) -> Queue:
-    """The RQ queue of a capability (JSON serializer: jobs stay readable in Redis and dashboards)."""
-    return Queue(RQ_QUEUES[capability], connection=connection, serializer=JSONSerializer)
+def rq_queue(connection: redis.Redis, capability: Capability, lane: Lane = Lane.INTERACTIVE) -> Queue:
+    """The RQ queue of a capability's lane (JSON serializer: jobs stay readable in Redis and dashboards)."""
+    return Queue(rq_queue_name(capability, lane), connection=connection, serializer=JSONSerializer)
+
+
+def lane_queues(connection: redis.Redis, capabilities: Sequence[Capability]) -> list[Queue]:
+    """The queues a worker for `capabilities` works, in the order it takes them: every interactive lane
+    first, then the bulk lanes. RQ dequeues from the first non-empty queue, so bulk work waits only for
+    interactive work, never the other way round (shared.lanes)."""
+    return [
+        rq_queue(connection, cap, lane) for lane in Lane for cap in capabilities if lane in lanes_for(cap)
+    ]
 
 
 class Dispatcher:
@@ -53,10 +64,15 @@ class Dispatcher:
         backoff = worker.backoff()
         self.photo_policy = JobPolicy(queues.photo_dlq, queues.photo_queue, worker.max_retries, backoff)
         self.text_policy = JobPolicy(queues.text_dlq, queues.text_queue, worker.max_retries, backoff)
-        self._queues = {cap: rq_queue(connection, cap) for cap in Capability}
+        self._queues = {
+            (cap, lane): rq_queue(connection, cap, lane) for cap in Capability for lane in lanes_for(cap)
+        }
 
-    def policy_for(self, capability: Capability) -> JobPolicy:
-        return self.text_policy if capability is Capability.TEXT else self.photo_policy
+    def policy_for(self, capability: Capability, lane: Lane = Lane.INTERACTIVE) -> JobPolicy:
+        """The policy of new jobs for a capability's lane (text has the interactive lane only)."""
+        if capability is Capability.TEXT:
+            return self.text_policy
+        return self.photo_policy if lane is Lane.INTERACTIVE else replace(self.photo_policy, lane=lane)
 
     def add(
         self,
@@ -97,7 +113,7 @@ class Dispatcher:
             description=_describe(capability, payloads),
             at_front=at_front,
         )
-        job = self._queues[capability].enqueue_many([data], pipeline=pipe)[0]
+        job = self._queues[(capability, policy.lane)].enqueue_many([data], pipeline=pipe)[0]
         return str(job.id)
 
 

@@ -23,6 +23,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from shared.errors import GalleryAuthError, GalleryRejectedRepeatedly
+from shared.idempotency import callback_scope
 from shared.metrics import BATCH_SIZE, JOBS, STAGE_SECONDS
 from shared.payloads import Capability, PhotoJob, TextJob, validate_photo_job, validate_text_job
 from workers import runtime
@@ -95,7 +96,8 @@ class Batch:
             with STAGE_SECONDS.labels(self.cap.value, "callback").time():
                 for k, ((i, job, photo), result) in enumerate(zip(decoded, results, strict=True)):
                     try:
-                        task.post(self.ctx.gallery, job, photo, result)
+                        with callback_scope(self.cap.value, payloads[i]):
+                            task.post(self.ctx.gallery, job, photo, result)
                         self._delivered(i, job.photo_id)
                     except Exception as exc:
                         self._failed(i, exc, remaining=[j for j, _, _ in decoded[k:]])
@@ -129,7 +131,8 @@ class Batch:
             ]
             for k, (label, (i, job), vector) in enumerate(pending):
                 try:
-                    self.ctx.gallery.post_text_embedding(job.request_id, vector, label)
+                    with callback_scope(self.cap.value, self.env.payloads[i]):
+                        self.ctx.gallery.post_text_embedding(job.request_id, vector, label)
                     self._delivered(i, job.request_id)
                     JOBS.labels("text", label, "done").inc()
                 except Exception as exc:

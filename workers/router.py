@@ -6,6 +6,10 @@ dead-letter entry). A router killed at any point leaves its payloads in its proc
 router gives them back to the backend list once the dead one's heartbeat key has expired. Several
 routers may run at once.
 
+Lanes (shared.lanes): the bulk list (REDIS_BULK_QUEUE_NAME) has its own consume thread and batch size
+(MINDSIGHT_BULK_BATCH_SIZE); its jobs, and photo jobs marked `"priority": "bulk"`, go to the capability's
+bulk RQ queue, which workers take only when the interactive one is empty.
+
 Batching: after the first payload arrives, whatever else is already waiting (up to the batch size) goes
 in the same unit of work. When the capability queues still hold work (workers busy), the router waits up
 to MINDSIGHT_BATCH_WAIT_MS for more, since nothing would start sooner anyway; when workers are idle a lone
@@ -39,11 +43,12 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from shared.dead_letter import DeadLetter, DeadLetterQueue
+from shared.lanes import Lane, lane_of, lanes_for
 from shared.metrics import QUEUE_DEPTH, ROUTED
 from shared.payloads import Capability, parse_photo_job, parse_text_job
 from shared.queues import (
     CONSUMERS_SET,
-    RQ_QUEUES,
+    all_rq_queue_names,
     consumer_heartbeat,
     processing_list,
     router_unhealthy,
@@ -83,7 +88,11 @@ class Router:
         self.stop_event = threading.Event()
         self.caption_enabled = settings.caption.enabled
         self.alive_ttl_s = max(3 * settings.worker.heartbeat_s, 5)
-        self.sources = (self.redis_settings.photo_queue, self.redis_settings.text_queue)
+        self.sources = (
+            self.redis_settings.photo_queue,
+            self.redis_settings.photo_bulk_queue,
+            self.redis_settings.text_queue,
+        )
         self.stuck_after_s = stuck_after_s
         self._threads: dict[str, threading.Thread] = {}
         self._progress: dict[str, float] = {}  # consume thread -> when it last came round its loop
@@ -91,11 +100,12 @@ class Router:
         # Checked on the batching hot path: the RQ list whose backlog means "workers are busy".
         self._busy_keys = {
             self.redis_settings.photo_queue: rq_queue(connection, Capability.CLIP).key,
+            self.redis_settings.photo_bulk_queue: rq_queue(connection, Capability.CLIP, Lane.BULK).key,
             self.redis_settings.text_queue: rq_queue(connection, Capability.TEXT).key,
         }
         # Due RQ retries are moved back to their queues here, so workers need no scheduler process.
         self.scheduler = RQScheduler(
-            [RQ_QUEUES[c] for c in Capability],
+            all_rq_queue_names(),
             connection=connection,
             serializer=JSONSerializer,
             logging_level=logging.WARNING,
@@ -182,7 +192,8 @@ class Router:
             return 0
         items = [first]
         deadline = time.monotonic() + self.worker.batch_wait_ms / 1000
-        while len(items) < self.worker.batch_size:
+        batch_size = self._batch_size(source)
+        while len(items) < batch_size:
             item = self.connection.lmove(source, mine, "RIGHT", "LEFT")
             if item is not None:
                 items.append(item)
@@ -240,36 +251,42 @@ class Router:
                 ROUTED.labels(source, "crashed").inc()
         log.debug("router: settled after %s", type(batch_error).__name__)
 
+    def _batch_size(self, source: str) -> int:
+        bulk = source == self.redis_settings.photo_bulk_queue
+        return self.worker.bulk_batch_size if bulk else self.worker.batch_size
+
     def drain_processing(self, source: str) -> None:
         """Dispatch payloads left in our own processing list (after a Redis error or a restart)."""
         mine = processing_list(source, self.consumer_id)
-        while items := self.connection.lrange(mine, 0, self.worker.batch_size - 1):
+        while items := self.connection.lrange(mine, 0, self._batch_size(source) - 1):
             self.dispatch(source, mine, items)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
 
     def dispatch(self, source: str, processing: str, items: list[bytes]) -> None:
         """Create the jobs (or dead letters) for `items` and drop them from `processing`, atomically."""
         is_text = source == self.redis_settings.text_queue
-        groups: dict[Capability, list[dict[str, Any]]] = defaultdict(list)
+        from_bulk_list = source == self.redis_settings.photo_bulk_queue
+        groups: dict[tuple[Capability, Lane], list[dict[str, Any]]] = defaultdict(list)
         letters: list[DeadLetter] = []
         for raw in items:
             try:
                 if is_text:
                     parse_text_job(raw, self.redis_settings.max_payload_bytes)
-                    groups[Capability.TEXT].append(_original(raw))
+                    groups[(Capability.TEXT, Lane.INTERACTIVE)].append(_original(raw))
                     continue
                 job = parse_photo_job(raw, self.redis_settings.max_payload_bytes)
                 caps = job.capabilities(self.caption_enabled)
                 if not caps:
                     log.debug("photo %s: no task for us in %s", job.photo_id, job.tasks)
                 payload = _original(raw)
+                lane = lane_of(job, from_bulk_list)
                 for cap in caps:
-                    groups[cap].append(payload)
+                    groups[(cap, lane)].append(payload)
             except Exception as exc:  # hostile input is normal input: whatever reading it raised
                 letters.append(self._letter(exc, raw, source))
         dlq = self._dlq(source)
         with self.connection.pipeline() as pipe:
-            for cap, payloads in groups.items():
-                self.dispatcher.add(pipe, cap, payloads)
+            for (cap, lane), payloads in groups.items():
+                self.dispatcher.add(pipe, cap, payloads, policy=self.dispatcher.policy_for(cap, lane))
             for letter in letters:
                 dlq.push(letter, pipe)
             for raw in items:
@@ -331,7 +348,7 @@ class Router:
         self._last_beat = 0.0
         self._register()
         self.recover_dead_consumers()
-        queues = [rq_queue(self.connection, cap) for cap in Capability]
+        queues = [rq_queue(self.connection, cap, lane) for cap in Capability for lane in lanes_for(cap)]
         for queue in queues:
             clean_registries(queue)  # abandoned jobs -> failure callback -> retry / split / dead letter
         scheduler = self.scheduler
@@ -342,10 +359,8 @@ class Router:
                 scheduler.release_locks()
         for name in (*self.sources, self.redis_settings.photo_dlq, self.redis_settings.text_dlq):
             QUEUE_DEPTH.labels(name).set(self.connection.llen(name))
-        for cap in Capability:
-            QUEUE_DEPTH.labels(f"rq:{RQ_QUEUES[cap]}").set(
-                self.connection.llen(rq_queue(self.connection, cap).key)
-            )
+        for queue in queues:
+            QUEUE_DEPTH.labels(f"rq:{queue.name}").set(self.connection.llen(queue.key))
 
     def recover_dead_consumers(self) -> int:
         """Give payloads held by consumers whose heartbeat expired back to the backend lists.

@@ -22,21 +22,36 @@ if TYPE_CHECKING:
     "--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Search with this photo instead of a text (the image tower of the model).",
 )  # fmt: skip
+@click.option(
+    "--modality", type=click.Choice(["image", "caption"]), default="image", show_default=True,
+    help="Compare with the photos' image embeddings or with their captions' text embeddings.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 @config_errors_exit
 def search(
-    ctx: click.Context, query: str | None, limit: int, label: str | None, image: Path | None, as_json: bool
+    ctx: click.Context,
+    query: str | None,
+    limit: int,
+    label: str | None,
+    image: Path | None,
+    modality: str,
+    as_json: bool,
 ) -> None:
     """Find the photos nearest to QUERY (or to --image PATH) in the gallery; needs ACCESS_TOKEN."""
     if (image is None) == (query is None or not query.strip()):
         raise click.UsageError("give a query text or --image PATH (exactly one)")
+    if query is not None and not _is_unicode(query):
+        raise click.UsageError(
+            "the query is not valid Unicode text: the terminal sent bytes its locale cannot decode "
+            "(set a UTF-8 locale, e.g. LANG=C.UTF-8)"
+        )
     from services.text_search import search as run_search  # lazy: loads torch only when searching
     from shared.errors import ConfigError, GalleryAuthError, MindsightError
 
     settings = settings_from(ctx)
     try:
-        model, hits = run_search(settings, query, image=image, label=label, limit=limit)
+        model, hits = run_search(settings, query, image=image, label=label, limit=limit, modality=modality)
     except ConfigError:
         raise  # config_errors_exit: one line, exit status 2
     except GalleryAuthError as exc:
@@ -44,7 +59,8 @@ def search(
     except MindsightError as exc:  # gallery down or refusing, unreadable photo, unknown model
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     if as_json:
-        click.echo(json.dumps({"model": model, "items": [h.as_dict() for h in hits]}, indent=2))
+        body = {"model": model, "modality": modality, "items": [h.as_dict() for h in hits]}
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))  # Chinese file names stay readable
         return
     _print_table(model, query if image is None else f"photo {image}", hits)
 
@@ -65,3 +81,12 @@ def _print_table(model: str, what: str | None, hits: list[SearchHit]) -> None:
     for hit in hits:
         table.add_row(str(hit.rank), str(hit.photo_id), hit.url, f"{hit.distance:.4f}")
     console.print(table)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for argv the locale could not decode (Python keeps such bytes as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

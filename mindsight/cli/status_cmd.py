@@ -14,6 +14,7 @@ from rich.table import Table
 from rq.worker import Worker
 
 from mindsight.cli.common import config_errors_exit, settings_from
+from shared.lanes import lanes_for
 from shared.payloads import Capability
 from shared.queues import CONSUMERS_SET, consumer_heartbeat, processing_list, router_unhealthy
 from shared.redaction import redact_url
@@ -25,7 +26,7 @@ from workers.dispatch import rq_queue
 def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
     """Everything `status` shows, as plain data."""
     r = settings.redis
-    sources = (r.photo_queue, r.text_queue)
+    sources = (r.photo_queue, r.photo_bulk_queue, r.text_queue)
     consumers = []
     for raw in sorted(conn.smembers(CONSUMERS_SET)):
         cid = raw.decode()  # type: ignore[union-attr]  # redis-py stubs: bytes replies
@@ -40,11 +41,12 @@ def collect(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
             }
         )
     queues = []
-    for cap in Capability:
-        q = rq_queue(conn, cap)
+    for cap, lane in [(c, lane) for c in Capability for lane in lanes_for(c)]:
+        q = rq_queue(conn, cap, lane)
         queues.append(
             {
                 "capability": cap.value,
+                "lane": lane.value,
                 "queued": q.count,
                 "running": q.started_job_registry.count,
                 "scheduled_retries": q.scheduled_job_registry.count,
@@ -111,12 +113,22 @@ def status(ctx: click.Context, as_json: bool) -> None:
     for name, n in {**data["backend_lists"], **data["dead_letters"]}.items():
         lists.add_row(name, str(n))
     console.print(lists)
-    queues = Table(title="capability queues")
-    for col in ("capability", "queued", "running", "retry scheduled", "failed (rq)", "finished (recent)"):
-        queues.add_column(col, justify="right" if col != "capability" else "left")
+    queues = Table(title="capability queues (workers take the interactive lane first)")
+    columns = (
+        "capability",
+        "lane",
+        "queued",
+        "running",
+        "retry scheduled",
+        "failed (rq)",
+        "finished (recent)",
+    )
+    for col in columns:
+        queues.add_column(col, justify="left" if col in ("capability", "lane") else "right")
     for q in data["queues"]:
         queues.add_row(
             q["capability"],
+            q["lane"],
             str(q["queued"]),
             str(q["running"]),
             str(q["scheduled_retries"]),

@@ -14,7 +14,7 @@ from shared.metrics import serve_health
 from shared.payloads import Capability
 from shared.queues import RQ_QUEUES
 from workers.bootstrap import build_context
-from workers.dispatch import rq_queue
+from workers.dispatch import lane_queues
 from workers.rq_worker import MindsightWorker, work_until_stopped
 from workers.runtime import WorkerContext
 
@@ -31,7 +31,7 @@ def run_worker(ctx: click.Context, capabilities: list[Capability], burst: bool) 
     settings = settings_from(ctx)
     configure_logging(settings.worker.log_level, settings.worker.log_format)
     wctx = build_context(settings, capabilities)
-    queues = [rq_queue(wctx.connection, cap) for cap in capabilities]
+    queues = lane_queues(wctx.connection, capabilities)
 
     def ready() -> tuple[bool, dict[str, object]]:
         return readiness(wctx, capabilities)
@@ -73,7 +73,7 @@ def readiness(wctx: WorkerContext, capabilities: list[Capability]) -> tuple[bool
 
 
 def _make(cap: Capability) -> click.Command:
-    @click.command(name=cap.value, help=f"Work the '{RQ_QUEUES[cap]}' queue.")
+    @click.command(name=cap.value, help=f"Work the '{RQ_QUEUES[cap]}' queue (and its bulk lane).")
     @click.option("--also", default="", help="Comma-separated capabilities to host in the same process.")
     @click.option("--burst", is_flag=True, help="Exit when the queues are empty (tests, batch imports).")
     @click.pass_context

@@ -29,6 +29,7 @@ from services.embed_api.schemas import (
 )
 from services.embed_api.text_embedding import TextEmbeddingService
 from shared.errors import ConfigError
+from shared.metrics import record_models
 from shared.models.clip.registry import ClipModel
 from shared.settings import PLACEHOLDER_TOKENS, EmbedApiSettings
 
@@ -56,6 +57,8 @@ def create_app(models: Mapping[str, ClipModel], default_label: str, settings: Em
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(service.warm_up)
+        facts = {label: vars(m.runtime_info) for label, m in models.items()}
+        record_models("text", facts, metrics.model_info)
         yield
 
     app = FastAPI(title="mindsight embed API", version=__version__, lifespan=lifespan)

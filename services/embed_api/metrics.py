@@ -11,6 +11,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.metrics import build_info, model_info_gauge
+
 LATENCY_BUCKETS = (0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Dense around 5-30 ms: the latency target of a single short query on CPU is p50 < 15 ms."""
 
@@ -28,20 +30,22 @@ class EmbedApiMetrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+        build_info(self.registry)
+        self.model_info = model_info_gauge(self.registry)
         self.requests = Counter(
-            "embed_api_requests_total", "HTTP requests by route, method and status.",
+            "mindsight_embed_api_requests_total", "HTTP requests by route, method and status.",
             ["route", "method", "status"], registry=self.registry,
         )  # fmt: skip
         self.latency = Histogram(
-            "embed_api_request_duration_seconds", "Time from request to last response byte, by route.",
+            "mindsight_embed_api_request_duration_seconds", "Request to last response byte, by route.",
             ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.texts = Counter(
-            "embed_api_texts_embedded_total", "Texts embedded, by model label.",
+            "mindsight_embed_api_texts_embedded_total", "Texts embedded, by model label.",
             ["model"], registry=self.registry,
         )  # fmt: skip
         self.inference = Histogram(
-            "embed_api_inference_seconds", "Model time per embedding call (a call embeds a batch).",
+            "mindsight_embed_api_inference_seconds", "Model time per embedding call (a call embeds a batch).",
             ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
 

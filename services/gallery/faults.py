@@ -81,15 +81,22 @@ class FaultInjector:
 
 
 class CallbackLog:
-    """Every internal callback: {"path", "status", "body"} in the order their answers were sent."""
+    """Every internal callback: {"path", "status", "body", "key", "replayed"} in the order answered.
+
+    `key` is the request's Idempotency-Key (None without one); `replayed` says the gallery answered it
+    from a stored key and changed nothing."""
 
     def __init__(self, capacity: int = LOG_CAPACITY) -> None:
         self._lock = threading.Lock()
         self._items: deque[dict[str, Any]] = deque(maxlen=capacity)
 
-    def append(self, path: str, status: int, body: Any) -> None:
+    def append(
+        self, path: str, status: int, body: Any, key: str | None = None, replayed: bool = False
+    ) -> None:
         with self._lock:
-            self._items.append({"path": path, "status": status, "body": body})
+            self._items.append(
+                {"path": path, "status": status, "body": body, "key": key, "replayed": replayed}
+            )
 
     def items(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -105,6 +112,13 @@ def _decode(body: bytes) -> Any:
         return json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
         return body.decode("utf-8", "replace")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            return bytes(v).decode("latin-1")
+    return None
 
 
 class InternalCallbackMiddleware:
@@ -128,12 +142,13 @@ class InternalCallbackMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        replayed = False
+        key = _header(scope, b"idempotency-key")
+        body_sent = False
 
         async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
@@ -144,7 +159,8 @@ class InternalCallbackMiddleware:
             if message["type"] == "http.response.start" and not recorded:
                 # Recorded before the status leaves: a client that saw it finds it in the log.
                 recorded = True
-                self.log.append(scope["path"], int(message["status"]), _decode(body))
+                replayed = (b"idempotent-replayed", b"true") in message.get("headers", [])
+                self.log.append(scope["path"], int(message["status"]), _decode(body), key, replayed)
             await send(message)
 
         fault = self.faults.take(scope["path"])
@@ -158,4 +174,4 @@ class InternalCallbackMiddleware:
                 await self.app(scope, replay, capture)
         finally:
             if not recorded:  # the app raised before answering: the server will answer 500
-                self.log.append(scope["path"], 500, _decode(body))
+                self.log.append(scope["path"], 500, _decode(body), key)

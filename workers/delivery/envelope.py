@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.lanes import Lane
 from shared.payloads import Capability
 
 ENVELOPE_VERSION = 1
@@ -19,6 +20,8 @@ class JobPolicy:
     source_queue: str
     max_retries: int
     backoff: list[int]
+    lane: Lane = Lane.INTERACTIVE
+    """The lane the job is queued on; retries, splits and deferrals stay on it."""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -26,12 +29,17 @@ class JobPolicy:
             "source_queue": self.source_queue,
             "max_retries": self.max_retries,
             "backoff": list(self.backoff),
+            "lane": self.lane.value,
         }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> JobPolicy:
         return cls(
-            str(data["dlq"]), str(data["source_queue"]), int(data["max_retries"]), list(data["backoff"])
+            str(data["dlq"]),
+            str(data["source_queue"]),
+            int(data["max_retries"]),
+            list(data["backoff"]),
+            Lane(data.get("lane", Lane.INTERACTIVE)),  # envelopes queued before lanes are interactive
         )
 
 

@@ -12,6 +12,7 @@ from shared.dead_letter import DeadLetter, DeadLetterQueue
 from shared.errors import describe
 from shared.gallery_client import GalleryClient
 from shared.gallery_contract import failure_body
+from shared.idempotency import callback_scope
 from shared.metrics import JOBS
 from shared.payloads import Capability
 from workers.delivery.envelope import JobEnvelope
@@ -68,6 +69,7 @@ def report_failed(
     for model in models or [capability.value]:
         body = failure_body(capability.value, model, error_type, message)
         try:
-            gallery.post_ml_result(photo_id, body)
+            with callback_scope(capability.value, payload):
+                gallery.post_ml_result(photo_id, body)
         except Exception as post_exc:  # best effort: the dead letter is the record
             log.warning("could not post the failure of photo %s to the gallery: %s", photo_id, post_exc)

@@ -7,15 +7,18 @@ numpy preprocessing and tokenization and swap only the forward passes.
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from shared.models.base import ImageEmbedder, LoadOnce, RuntimeInfo, TextEmbedder
 from shared.models.clip.preprocess import ClipImageTransform, preprocess_images
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class TokenBatch:
     """int64 [batch, context]."""
     lengths: np.ndarray
     """int64 [batch]: positions up to and including the end-of-text token (the pooled one)."""
+    truncated: dict[int, int] = field(default_factory=dict)
+    """Rows cut to the context length -> how many tokens the model's tokenizer made of the whole text."""
 
     @property
     def needed(self) -> int:
@@ -112,7 +117,18 @@ class ClipTextEmbedder(TextEmbedder):
         bad = [type(t).__name__ for t in batch if not isinstance(t, str)]
         if bad:
             raise TypeError(f"text embedder takes strings, got {', '.join(sorted(set(bad)))}")
-        return list(self.backbone.encode_tokens(self.backbone.tokenize(batch)))
+        tokens = self.backbone.tokenize(batch)
+        for row, count in tokens.truncated.items():
+            # An ordinary outcome for long captions, never an error: the model reads the first tokens only.
+            log.info(
+                "text truncated to the %d-token context of %s: it has %d tokens (%d characters, starts %r)",
+                self.backbone.context_length,
+                self.backbone.source,
+                count,
+                len(batch[row]),
+                batch[row][:40],
+            )
+        return list(self.backbone.encode_tokens(tokens))
 
     @property
     def runtime_info(self) -> RuntimeInfo:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import open_clip
 import torch
+from open_clip.hf_model import HFTextEncoder
 from open_clip.transformer import TextTransformer, text_global_pool
 from PIL import Image
 
@@ -83,6 +84,7 @@ class OpenClip(ClipBackbone):
         self._model: Any = None
         self._tokenizer: Any = None
         self._tower: _CausalTextTower | None = None
+        self._hf_pad_id: int | None = None
 
     def _load(self) -> None:
         spec = self.spec
@@ -97,8 +99,13 @@ class OpenClip(ClipBackbone):
         )
         self._model = model.eval()
         self._tower = _CausalTextTower.of(model)
-        self.context_length = min(int(getattr(model, "context_length", None) or 77), self.max_tokens)
-        self._tokenizer = open_clip.get_tokenizer(spec.model_name, context_length=self.context_length)
+        self._hf_pad_id = _hf_text_pad_id(model)
+        self._tokenizer = open_clip.get_tokenizer(spec.model_name)
+        # A transformers text tower reports its position table (XLM-R: 514, of which 512 usable) as the
+        # model's context; the tokenizer's configured context (77) is what the model was trained with.
+        model_context = int(getattr(model, "context_length", None) or 77)
+        trained = int(getattr(self._tokenizer, "context_length", None) or model_context)
+        self.context_length = min(model_context, trained, self.max_tokens)
         self.transform = transform = transform_from_open_clip_cfg(open_clip.get_model_preprocess_cfg(model))
         self.image_size = transform.min_source_side
         self.dim = self._output_dim(transform.output_size)
@@ -113,19 +120,25 @@ class OpenClip(ClipBackbone):
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         ids = open_clip_tokenize(self._tokenizer, texts, self.context_length)
-        if self._tower is None:
+        truncated = open_clip_truncated(self._tokenizer, texts, ids)
+        if self._hf_pad_id is not None:  # a transformers tower masks the pad id: real tokens only
+            lengths = (ids != self._hf_pad_id).sum(axis=1).astype(np.int64)
+        elif self._tower is None:
             lengths = np.full(len(ids), ids.shape[1], dtype=np.int64)
         else:
             lengths = pooled_positions(ids, self._tower.pool_type, self._tower.eos_id) + 1
-        return TokenBatch(ids=ids, lengths=lengths)
+        return TokenBatch(ids=ids, lengths=lengths, truncated=truncated)
 
     def image_features_module(self) -> torch.nn.Module:
         """The export interface (`onnx.exportable.ExportableClip`): the image tower as a module."""
         return _ImageFeatures(self._loaded_model())
 
     def text_features_module(self) -> torch.nn.Module:
-        """The causal text tower as a module (exact on cut ids); ConfigError for other text towers."""
-        self._loaded_model()
+        """The text tower as a module, exact on cut ids: the causal CLIP transformer, or a transformers
+        (XLM-RoBERTa) tower, which masks its pad id; ConfigError for other text towers."""
+        model = self._loaded_model()
+        if self._hf_pad_id is not None:
+            return _HfTextFeatures(model)
         if self._tower is None:
             raise ConfigError(
                 f"{self.source}: its text tower is not a causal, end-of-text pooled CLIP transformer, the "
@@ -134,10 +147,29 @@ class OpenClip(ClipBackbone):
         return _TextFeatures(self._model, self._tower)
 
     def export_tokenizer(self, folder: Path) -> TokenizerSpec:
-        """CLIP's BPE as a tokenizers tokenizer.json (open_clip's SimpleTokenizer with clean 'lower' only)."""
-        from open_clip.tokenizer import SimpleTokenizer, _clean_lower
+        """CLIP's BPE as a tokenizers tokenizer.json (open_clip's SimpleTokenizer with clean 'lower' only),
+        or the fast tokenizer of a transformers text tower (XLM-R's SentencePiece, clean 'whitespace')."""
+        from open_clip.tokenizer import HFTokenizer, SimpleTokenizer, _clean_lower, _clean_whitespace
 
         tokenizer, tower = self._tokenizer, self._tower
+        if isinstance(tokenizer, HFTokenizer) and self._hf_pad_id is not None:
+            hf = tokenizer.tokenizer
+            fast = getattr(hf, "backend_tokenizer", None)
+            if (
+                fast is None
+                or tokenizer.clean_fn is not _clean_whitespace
+                or tokenizer.strip_sep_token
+                or tokenizer.tokenizer_mode
+            ):
+                raise ConfigError(
+                    f"{self.source}: only a fast transformers tokenizer with open_clip's 'whitespace' clean "
+                    "and no special modes can be exported"
+                )
+            fast.save(str(folder / TOKENIZER_FILE))
+            return TokenizerSpec(
+                TOKENIZER_FILE, "open_clip_whitespace", int(hf.bos_token_id), int(hf.eos_token_id),
+                self._hf_pad_id, "masked",
+            )  # fmt: skip
         if (
             not isinstance(tokenizer, SimpleTokenizer)
             or tokenizer.clean_fn is not _clean_lower
@@ -170,7 +202,10 @@ class OpenClip(ClipBackbone):
 
     def encode_tokens(self, tokens: TokenBatch) -> np.ndarray:
         with torch.inference_mode():
-            if self._tower is None:  # no causal mask / custom text tower: run the full context
+            if self._hf_pad_id is not None:  # padding masked by the tower: cut after the longest text
+                ids = torch.from_numpy(np.ascontiguousarray(tokens.ids[:, : tokens.needed])).to(self.device)
+                out = self._model.encode_text(ids)
+            elif self._tower is None:  # no causal mask / custom text tower: run the full context
                 ids = torch.from_numpy(tokens.ids).to(self.device)
                 out = self._model.encode_text(ids)
             else:
@@ -190,6 +225,32 @@ def open_clip_embedders(
 def open_clip_tokenize(tokenizer: Any, texts: Sequence[str], context_length: int) -> np.ndarray:
     """Texts -> int64 [N, context_length] with an open_clip tokenizer (long texts are cut, EOT kept)."""
     return np.asarray(tokenizer(list(texts), context_length=context_length), dtype=np.int64)
+
+
+def open_clip_truncated(tokenizer: Any, texts: Sequence[str], ids: np.ndarray) -> dict[int, int]:
+    """Rows whose text the context cut -> the text's whole token count, for CLIP's BPE and HF tokenizers.
+
+    Only rows whose last position holds a real token can have been cut, so the rest are never re-counted.
+    """
+    from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+
+    context = ids.shape[1]
+    if isinstance(tokenizer, SimpleTokenizer):
+        pad = 0
+    elif isinstance(tokenizer, HFTokenizer) and not tokenizer.tokenizer_mode:
+        pad = int(tokenizer.tokenizer.pad_token_id or 0)
+    else:
+        return {}  # other tokenizers (SigLIP's, reducing ones) are not counted
+    out: dict[int, int] = {}
+    for row in np.flatnonzero(ids[:, -1] != pad).tolist():
+        if isinstance(tokenizer, SimpleTokenizer):
+            count = len(tokenizer.encode(texts[row])) + 2  # with start- and end-of-text
+        else:
+            hf = tokenizer.tokenizer
+            count = len(hf(tokenizer.clean_fn(texts[row]), truncation=False, verbose=False)["input_ids"])
+        if count > context:
+            out[row] = count
+    return out
 
 
 def pooled_positions(ids: np.ndarray, pool_type: str, eos_id: int | None) -> np.ndarray:
@@ -232,6 +293,24 @@ class _ImageFeatures(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixel_values)
+
+
+def _hf_text_pad_id(model: torch.nn.Module) -> int | None:
+    """The pad id a transformers text tower (open_clip's HFTextEncoder) masks; None for other towers."""
+    text = getattr(model, "text", None)
+    if not isinstance(text, HFTextEncoder):
+        return None
+    pad = getattr(text.config, "pad_token_id", None)
+    return int(pad) if pad is not None else None
+
+
+class _HfTextFeatures(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(input_ids)
 
 
 class _TextFeatures(torch.nn.Module):

@@ -1,7 +1,10 @@
-"""Hugging Face transformers CLIP (`CLIPModel`): image and text embedders over one loaded model.
+"""Hugging Face transformers CLIPs (`CLIPModel`, `ChineseCLIPModel`): image and text embedders over one model.
 
-Preprocessing is the numpy path of `clip.preprocess` built from the repo's CLIPImageProcessor config;
-it equals transformers' PIL-backend processor (the one the OpenAI weights were evaluated with).
+The architecture comes from the repo's config.json `model_type`, looked up in `hf_kinds.HF_CLIP_KINDS`.
+Preprocessing is the numpy path of `clip.preprocess` built from the repo's image processor config; it
+equals transformers' PIL-backend processor (the one the OpenAI weights were evaluated with). OpenAI CLIP's
+text tower is causal and pooled at end-of-text; Chinese-CLIP's is a BERT pooled at [CLS] that must be told
+which positions are padding: both run only up to the batch's longest text (exact for both).
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from PIL import Image
 from shared.errors import ConfigError
 from shared.models.base import l2_normalize
 from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
+from shared.models.clip.hf_kinds import HfClipKind, TextTower, hf_clip_kind
 from shared.models.clip.preprocess import ClipImageTransform
 from shared.models.onnx.exportable import TOKENIZER_FILE
 from shared.models.onnx.manifest import TokenizerSpec
 
 
 class TransformersClip(ClipBackbone):
-    """A transformers `CLIPModel` from a hub repo id or a `save_pretrained` folder."""
+    """A transformers CLIP (any `HF_CLIP_KINDS` row) from a hub repo id or a `save_pretrained` folder."""
 
     family = "transformers"
 
@@ -35,6 +39,8 @@ class TransformersClip(ClipBackbone):
         self.local_files_only = local_files_only
         self._model: Any = None
         self._tokenizer: Any = None
+        self.kind: HfClipKind | None = None
+        self._pad_id = 0
         # Rust tokenizers fail with "Already borrowed" when one instance is used from two threads at once.
         self._tokenizer_lock = threading.Lock()
 
@@ -43,14 +49,17 @@ class TransformersClip(ClipBackbone):
         from transformers import AutoConfig, AutoTokenizer
 
         kw: dict[str, Any] = {"local_files_only": self.local_files_only}
+        self.kind = kind = hf_clip_kind(AutoConfig.from_pretrained(self.source, **kw).model_type, self.source)
+        model_class, processor_class = _classes(kind)
         # transformers 5 renamed torch_dtype to dtype; fp32 always (fp16 checkpoints would be slow on CPU).
         dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         kw_model: dict[str, Any] = {**kw, dtype_key: torch.float32}
-        model_class, processor_class = model_classes(AutoConfig.from_pretrained(self.source, **kw).model_type)
         model: Any = model_class.from_pretrained(self.source, **kw_model)
         self._model = model.eval().to(self.device)
         self._tokenizer = AutoTokenizer.from_pretrained(self.source, **kw)
         self._tokenizer.padding_side = "right"  # TokenBatch.lengths assumes padding after the text
+        pad = self._tokenizer.pad_token_id
+        self._pad_id = int(pad if pad is not None else 0)
         self.transform = transform_from_hf_processor(processor_class.from_pretrained(self.source, **kw))
         config = model.config
         self.dim = int(config.projection_dim)
@@ -71,8 +80,8 @@ class TransformersClip(ClipBackbone):
         return _ImageFeatures(self._loaded_model())
 
     def text_features_module(self) -> torch.nn.Module:
-        """The text tower as a module; exact on ids cut after the longest end-of-text (causal mask)."""
-        return _TextFeatures(self._loaded_model())
+        """The text tower as a module; exact on ids cut after the longest text (causal or pad-masked)."""
+        return _TextFeatures(self._loaded_model(), self._mask_pad_id())
 
     def export_tokenizer(self, folder: Path) -> TokenizerSpec:
         """Save the fast tokenizer as tokenizer.json with the pooling rule of the text config."""
@@ -81,6 +90,11 @@ class TransformersClip(ClipBackbone):
         if fast is None:
             raise ConfigError(f"{self.source}: its tokenizer is not a fast (tokenizers) one")
         fast.save(str(folder / TOKENIZER_FILE))
+        if self._mask_pad_id() is not None:  # BERT: [CLS] text [SEP], pooled at [CLS], padding masked
+            return TokenizerSpec(
+                TOKENIZER_FILE, "none", int(tokenizer.cls_token_id), int(tokenizer.sep_token_id),
+                self._pad_id, "masked",
+            )  # fmt: skip
         eos = int(self._loaded_model().config.text_config.eos_token_id)
         # transformers' own rule: eos_token_id 2 marks a legacy config, pooled at the highest id.
         pool: Literal["argmax", "eos"] = "argmax" if eos == 2 else "eos"
@@ -102,21 +116,17 @@ class TransformersClip(ClipBackbone):
     def encode_tokens(self, tokens: TokenBatch) -> np.ndarray:
         # Positions after the longest text's end-of-text token cannot influence any pooled (EOT) output
         # under the causal mask, so they are never computed. Position ids still start at 0 per row.
+        # A bidirectional tower gets the same cut plus a mask over the shorter rows' padding.
         ids = torch.from_numpy(np.ascontiguousarray(tokens.ids[:, : tokens.needed])).to(self.device)
         with torch.inference_mode():
-            out = self._model.get_text_features(input_ids=ids)
-        return l2_normalize(_features(out).float().cpu().numpy())
+            out = _TextFeatures(self._model, self._mask_pad_id())(ids)
+        return l2_normalize(out.float().cpu().numpy())
 
-
-def model_classes(model_type: str) -> tuple[Any, Any]:
-    """The transformers model and image-processor classes for a CLIP-like `model_type`."""
-    match model_type:
-        case "clip":
-            from transformers import CLIPImageProcessor, CLIPModel
-
-            return CLIPModel, CLIPImageProcessor
-        case _:
-            raise ConfigError(f"model_type {model_type!r} is not served by the transformers CLIP backend")
+    def _mask_pad_id(self) -> int | None:
+        """The pad id the text tower must mask (bidirectional towers), None for causal ones."""
+        if self.kind is None:
+            raise RuntimeError(f"{self.source}: used before load()")
+        return self._pad_id if self.kind.text_tower is TextTower.BIDIRECTIONAL else None
 
 
 def transformers_clip_embedders(
@@ -139,7 +149,18 @@ def hf_tokenize(tokenizer: Any, texts: Sequence[str], context_length: int) -> To
     )
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     lengths = np.asarray(enc["attention_mask"], dtype=np.int64).sum(axis=1)
-    return TokenBatch(ids=ids, lengths=lengths)
+    return TokenBatch(
+        ids=ids, lengths=lengths, truncated=hf_truncated(tokenizer, texts, lengths, ids.shape[1])
+    )
+
+
+def hf_truncated(tokenizer: Any, texts: Sequence[str], lengths: np.ndarray, context: int) -> dict[int, int]:
+    """Rows whose text the context cut -> the text's whole token count (specials included)."""
+    rows = [i for i, n in enumerate(lengths) if n >= context]  # only rows that fill the context
+    if not rows:
+        return {}
+    counts = tokenizer([texts[i] for i in rows], truncation=False, verbose=False)["input_ids"]
+    return {i: len(c) for i, c in zip(rows, counts, strict=True) if len(c) > context}
 
 
 def transform_from_hf_processor(processor: Any) -> ClipImageTransform:
@@ -177,12 +198,32 @@ class _ImageFeatures(torch.nn.Module):
 
 
 class _TextFeatures(torch.nn.Module):
-    def __init__(self, model: Any) -> None:
+    """Text features from ids alone: a bidirectional tower's attention mask is built from the pad id."""
+
+    def __init__(self, model: Any, mask_pad_id: int | None) -> None:
         super().__init__()
         self.model = model
+        self.mask_pad_id = mask_pad_id
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return _features(self.model.get_text_features(input_ids=input_ids))
+        if self.mask_pad_id is None:
+            return _features(self.model.get_text_features(input_ids=input_ids))
+        mask = (input_ids != self.mask_pad_id).long()
+        return _features(self.model.get_text_features(input_ids=input_ids, attention_mask=mask))
+
+
+def _classes(kind: HfClipKind) -> tuple[Any, Any]:
+    """The model and (PIL-equivalent settings) image processor classes of a `HF_CLIP_KINDS` row."""
+    match kind.model_type:
+        case "clip":
+            from transformers import CLIPImageProcessor, CLIPModel
+
+            return CLIPModel, CLIPImageProcessor
+        case "chinese_clip":
+            from transformers import ChineseCLIPImageProcessor, ChineseCLIPModel
+
+            return ChineseCLIPModel, ChineseCLIPImageProcessor
+    raise ConfigError(f"no transformers classes for CLIP model_type {kind.model_type!r}")
 
 
 def _features(out: Any) -> torch.Tensor:

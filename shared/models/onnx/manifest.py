@@ -32,13 +32,16 @@ class TokenizerSpec:
     """How texts become the ids the text graph takes."""
 
     file: str
-    clean: Literal["open_clip", "none"]
-    """open_clip: ftfy + HTML unescape before the BPE (open_clip's `lower` clean); none: HF's as is."""
+    clean: Literal["open_clip", "open_clip_whitespace", "none"]
+    """open_clip: ftfy + HTML unescape + lower case before the BPE (open_clip's `lower` clean);
+    open_clip_whitespace: the same without lower case (its HF tokenizers' `whitespace` clean); none: as is."""
     sot_id: int
     eot_id: int
     pad_id: int
-    pool: Literal["argmax", "eos"]
-    """Which token the graph pools: the highest id (OpenAI CLIP) or the first end-of-text id."""
+    pool: Literal["argmax", "eos", "masked"]
+    """Which token the graph pools: the highest id (OpenAI CLIP) or the first end-of-text id; `masked`: a
+    bidirectional tower that masks the pad id itself and pools as its model does (Chinese-CLIP's [CLS],
+    XLM-RoBERTa's mean), so every real token is needed."""
 
 
 @dataclass(frozen=True)

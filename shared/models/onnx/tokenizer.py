@@ -41,7 +41,7 @@ class OnnxTokenizer:
         self._tokenizer.no_padding()
         self.spec = spec
         self.context_length = context_length
-        self._clean = open_clip_clean() if spec.clean == "open_clip" else None
+        self._clean = open_clip_clean(lower=spec.clean == "open_clip") if spec.clean != "none" else None
         # Rust tokenizers fail with "Already borrowed" when one instance is used from two threads at once.
         self._lock = threading.Lock()
 
@@ -51,19 +51,26 @@ class OnnxTokenizer:
             encodings = self._tokenizer.encode_batch(cleaned)
         ctx, spec = self.context_length, self.spec
         ids = np.full((len(texts), ctx), spec.pad_id, dtype=np.int64)
+        counts = np.zeros(len(texts), dtype=np.int64)
+        truncated: dict[int, int] = {}
         for row, enc in enumerate(encodings):
             tokens = enc.ids
             if len(tokens) > ctx:
+                truncated[row] = len(tokens)
                 tokens = tokens[:ctx]
                 tokens[-1] = spec.eot_id
             ids[row, : len(tokens)] = tokens
+            counts[row] = len(tokens)
+        if spec.pool == "masked":  # the graph masks padding itself: every real token is needed
+            return TokenBatch(ids=ids, lengths=counts, truncated=truncated)
         # The pooled token, as the graph picks it: the highest id, or the first end-of-text id.
         pooled = ids.argmax(axis=1) if spec.pool == "argmax" else (ids == spec.eot_id).argmax(axis=1)
-        return TokenBatch(ids=ids, lengths=pooled.astype(np.int64) + 1)
+        return TokenBatch(ids=ids, lengths=pooled.astype(np.int64) + 1, truncated=truncated)
 
 
-def open_clip_clean() -> Callable[[str], str]:
-    """open_clip's `lower` clean: ftfy, HTML unescaped twice, whitespace collapsed, lower case."""
+def open_clip_clean(lower: bool = True) -> Callable[[str], str]:
+    """open_clip's `lower` clean: ftfy, HTML unescaped twice, whitespace collapsed, lower case (or not:
+    its `whitespace` clean, which open_clip's HF tokenizers such as XLM-RoBERTa's use)."""
     try:
         import ftfy
 
@@ -78,8 +85,8 @@ def open_clip_clean() -> Callable[[str], str]:
             return text
 
     def clean(text: str) -> str:
-        text = html.unescape(html.unescape(fix(text))).strip()
-        return " ".join(text.split()).lower()
+        text = " ".join(html.unescape(html.unescape(fix(text))).strip().split())
+        return text.lower() if lower else text
 
     return clean
 

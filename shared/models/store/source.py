@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import ConfigError
+from shared.models.clip.hf_kinds import hf_clip_kind
 from shared.models.onnx.manifest import Precision, default_export_root, export_dir, is_onnx_export
 
 MODELS_FIX = (
@@ -102,9 +103,6 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 HF_CONFIG = "config.json"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
-TRANSFORMERS_CLIP_TYPES = frozenset({"clip"})
-"""config.json `model_type`s the transformers CLIP backend serves (`clip.transformers_backend.model_classes`
-has one case per entry; Chinese-CLIP would be one more of each)."""
 
 
 class ClipFamily(enum.StrEnum):
@@ -225,11 +223,7 @@ def local_family(path: Path) -> ClipFamily:
             model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {config}: {exc}") from exc
-        if model_type not in TRANSFORMERS_CLIP_TYPES:
-            raise ConfigError(
-                f"{path} holds a {model_type!r} transformers model, not a CLIP model (model_type "
-                f"{' or '.join(sorted(TRANSFORMERS_CLIP_TYPES))})"
-            )
+        hf_clip_kind(model_type, str(path))  # ConfigError for a transformers model that is not a CLIP
         return ClipFamily.TRANSFORMERS
     raise ConfigError(
         f"{path} is neither a transformers CLIP folder ({HF_CONFIG}) nor an open_clip one "
