@@ -46,7 +46,7 @@ def ls(ctx: click.Context, capability: str | None, places: tuple[str, ...], as_j
             click.echo(json.dumps(row.as_dict()))
         return
     table = Table(title=f"{len(rows)} job(s)")
-    for col in ("id", "capability", "where", "ids", "attempt", "age s", "error"):
+    for col in ("id", "queue", "where", "ids", "attempt", "age s", "error"):
         table.add_column(col)
     for r in rows:
         ids = ",".join(map(str, r.item_ids[:8])) + (" ..." if len(r.item_ids) > 8 else "")
@@ -81,5 +81,5 @@ def rm(ctx: click.Context, job_ids: tuple[str, ...], drop: bool, force: bool, ye
     what = "dropping their payloads" if drop else "dead-lettering their payloads"
     if not yes:
         click.confirm(f"remove {len(rows)} job(s), {what}?", abort=True)
-    letters = sum(remove(conn, j, Capability(r.capability), keep=not drop) for j, r in rows.items())
+    letters = sum(remove(conn, j, r.queue, keep=not drop) for j, r in rows.items())
     click.echo(f"removed {len(rows)} job(s); {letters} payload(s) dead-lettered")
