@@ -79,3 +79,19 @@ def test_rm_drop_and_refusals(dispatcher: Dispatcher, redis_client: redis.Redis)
     assert run("rm", job_id, input="n\n").exit_code != 0 and set(listed()) == {job_id}
     assert run("rm", job_id, "--drop", "--yes").exit_code == 0
     assert listed() == {} and redis_client.llen("photo_tasks_dlq") == 0
+
+
+def test_a_bulk_lane_job_is_listed_and_removed_from_its_own_queue(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    from shared.lanes import Lane
+
+    with redis_client.pipeline() as pipe:
+        job_id = dispatcher.add(
+            pipe, Capability.CLIP, [photo(5)], policy=dispatcher.policy_for(Capability.CLIP, Lane.BULK)
+        )
+        pipe.execute()
+    bulk = rq_queue(redis_client, Capability.CLIP, Lane.BULK)
+    assert listed()[job_id]["queue"] == bulk.name != rq_queue(redis_client, Capability.CLIP).name
+    assert run("rm", job_id, "--yes").exit_code == 0
+    assert bulk.count == 0 and redis_client.llen("photo_tasks_dlq") == 1

@@ -184,7 +184,7 @@ def test_jobs_ls_and_rm_see_the_bulk_lane(
     listed = runner.invoke(cli, ["--env-file", "/dev/null", "jobs", "ls", "--json"])
     assert listed.exit_code == 0, listed.output
     [row] = [json.loads(line) for line in listed.output.splitlines()]
-    assert (row["id"], row["lane"], row["place"]) == (bulk, "bulk", "queued")
+    assert (row["id"], row["queue"], row["place"]) == (bulk, "clip_bulk", "queued")
     removed = runner.invoke(cli, ["--env-file", "/dev/null", "jobs", "rm", bulk, "--yes"])
     assert removed.exit_code == 0 and "1 payload(s) dead-lettered" in removed.output, removed.output
     assert rq_queue(redis_client, Capability.CLIP, Lane.BULK).get_job_ids() == []

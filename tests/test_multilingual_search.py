@@ -18,6 +18,7 @@ from mindsight.cli.main import cli
 from services.embed_api.app import create_app
 from services.gallery.server import BackgroundServer
 from shared.gallery_client import GalleryClient
+from shared.gallery_contract import MlResultIn
 from shared.models.clip.registry import ClipModel
 from shared.settings import EmbedApiSettings, Settings
 from tests.fixtures.gallery import GalleryServer
@@ -49,11 +50,13 @@ def captioned(
         ids[name], _ = gallery_server.add_photo(path)
         for label, model in mixed_clip_models.items():
             vector = model.image.predict([Image.open(path)])[0].tolist()
-            body = {"model": label, "modality": "image", "embedding": vector, "processing_status": "done"}
-            client.post_ml_result(ids[name], body)
+            image = MlResultIn(model=label, modality="image", embedding=vector, processing_status="done")
+            client.post_ml_result(ids[name], image)
         text_vector = mixed_clip_models["cn"].text.predict([caption])[0].tolist()
-        body = {"model": "cn", "modality": "caption", "embedding": text_vector, "caption": caption}
-        client.post_ml_result(ids[name], {**body, "processing_status": "done"})
+        body = MlResultIn(
+            model="cn", modality="caption", embedding=text_vector, caption=caption, processing_status="done"
+        )
+        client.post_ml_result(ids[name], body)
     client.close()
     return ids
 

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from mindsight.cli.common import config_errors_exit, settings_from
-from shared.lanes import Lane
 from shared.payloads import Capability
 from workers.delivery.stuck_jobs import PLACES, find, remove
 
@@ -47,12 +46,12 @@ def ls(ctx: click.Context, capability: str | None, places: tuple[str, ...], as_j
             click.echo(json.dumps(row.as_dict()))
         return
     table = Table(title=f"{len(rows)} job(s)")
-    for col in ("id", "capability", "lane", "where", "ids", "attempt", "age s", "error"):
+    for col in ("id", "queue", "where", "ids", "attempt", "age s", "error"):
         table.add_column(col)
     for r in rows:
         ids = ",".join(map(str, r.item_ids[:8])) + (" ..." if len(r.item_ids) > 8 else "")
         table.add_row(
-            r.id, r.capability, r.lane, r.place, ids, str(r.attempt or "-"), str(r.age_s or "-"), r.error[:60]
+            r.id, r.capability, r.place, ids, str(r.attempt or "-"), str(r.age_s or "-"), r.error[:60]
         )
     Console().print(table)
 
@@ -82,7 +81,5 @@ def rm(ctx: click.Context, job_ids: tuple[str, ...], drop: bool, force: bool, ye
     what = "dropping their payloads" if drop else "dead-lettering their payloads"
     if not yes:
         click.confirm(f"remove {len(rows)} job(s), {what}?", abort=True)
-    letters = sum(
-        remove(conn, j, Capability(r.capability), keep=not drop, lane=Lane(r.lane)) for j, r in rows.items()
-    )
+    letters = sum(remove(conn, j, r.queue, keep=not drop) for j, r in rows.items())
     click.echo(f"removed {len(rows)} job(s); {letters} payload(s) dead-lettered")

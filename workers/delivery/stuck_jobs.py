@@ -7,20 +7,20 @@ Removing a job never loses its work silently: its unsettled payloads are dead-le
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from rq.job import Job
 from rq.queue import Queue
+from rq.serializers import JSONSerializer
 
 from shared.errors import PermanentError
-from shared.lanes import Lane, lanes_for
 from shared.payloads import Capability
 from workers.delivery import settled
 from workers.delivery.envelope import JobEnvelope
 from workers.delivery.outcomes import dead_letter
-from workers.dispatch import rq_queue
+from workers.dispatch import lane_queues
 
 PLACES = ("queued", "intermediate", "started", "scheduled", "deferred", "failed")
 """Where a job can be, in the order a job normally passes through them."""
@@ -38,13 +38,13 @@ class JobRow:
 
     id: str
     capability: str
+    queue: str
     place: str
     item_ids: list[Any]
     attempt: int | None
     age_s: float | None
     description: str
     error: str
-    lane: str = Lane.INTERACTIVE.value
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -73,18 +73,16 @@ def find(
     """Every job of `capabilities` in `places`."""
     rows = []
     for cap in capabilities:
-        for lane in lanes_for(cap):
-            queue = rq_queue(connection, cap, lane)
+        for queue in lane_queues(connection, [cap]):  # the interactive and the bulk lane
             for place in places:
                 for job_id in _ids(queue, place):
-                    job = queue.fetch_job(job_id)
-                    rows.append(replace(_row(job_id, cap, place, job), lane=lane.value))
+                    rows.append(_row(job_id, cap, queue.name, place, queue.fetch_job(job_id)))
     return rows
 
 
-def _row(job_id: str, cap: Capability, place: str, job: Job | None) -> JobRow:
+def _row(job_id: str, cap: Capability, queue: str, place: str, job: Job | None) -> JobRow:
     if job is None:
-        return JobRow(job_id, cap.value, place, [], None, None, "(job data gone)", "")
+        return JobRow(job_id, cap.value, queue, place, [], None, None, "(job data gone)", "")
     env = _envelope(job)
     created = job.created_at.timestamp() if job.created_at else None
     error = ""
@@ -95,6 +93,7 @@ def _row(job_id: str, cap: Capability, place: str, job: Job | None) -> JobRow:
     return JobRow(
         id=job_id,
         capability=cap.value,
+        queue=queue,
         place=place,
         item_ids=[env.item_id(p) for p in env.payloads] if env else [],
         attempt=env.attempt(job.retries_left) if env else None,
@@ -111,15 +110,9 @@ def _envelope(job: Job) -> JobEnvelope | None:
         return None
 
 
-def remove(
-    connection: redis.Redis,
-    job_id: str,
-    capability: Capability,
-    keep: bool = True,
-    lane: Lane = Lane.INTERACTIVE,
-) -> int:
+def remove(connection: redis.Redis, job_id: str, queue_name: str, keep: bool = True) -> int:
     """Delete the job from every place; with `keep`, dead-letter its unsettled payloads. Returns how many."""
-    queue = rq_queue(connection, capability, lane)
+    queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
     job = queue.fetch_job(job_id)
     env = _envelope(job) if job is not None else None
     payloads = settled.unsettled(job, env.payloads) if (job is not None and env is not None) else []

@@ -120,13 +120,12 @@ class ClipTextEmbedder(TextEmbedder):
         tokens = self.backbone.tokenize(batch)
         for row, count in tokens.truncated.items():
             # An ordinary outcome for long captions, never an error: the model reads the first tokens only.
-            log.info(
-                "text truncated to the %d-token context of %s: it has %d tokens (%d characters, starts %r)",
+            log.info(  # sizes only: the text itself is the user's and stays out of the logs
+                "text truncated to the %d-token context of %s: it has %d tokens (%d characters)",
                 self.backbone.context_length,
                 self.backbone.source,
                 count,
                 len(batch[row]),
-                batch[row][:40],
             )
         return list(self.backbone.encode_tokens(tokens))
 

@@ -39,6 +39,7 @@ class TransformersClip(ClipBackbone):
         self.local_files_only = local_files_only
         self._model: Any = None
         self._tokenizer: Any = None
+        self._text: _TextFeatures | None = None
         self.kind: HfClipKind | None = None
         self._pad_id = 0
         # Rust tokenizers fail with "Already borrowed" when one instance is used from two threads at once.
@@ -61,6 +62,7 @@ class TransformersClip(ClipBackbone):
         pad = self._tokenizer.pad_token_id
         self._pad_id = int(pad if pad is not None else 0)
         self.transform = transform_from_hf_processor(processor_class.from_pretrained(self.source, **kw))
+        self._text = _TextFeatures(self._model, self._mask_pad_id())
         config = model.config
         self.dim = int(config.projection_dim)
         self.image_size = self.transform.min_source_side
@@ -117,9 +119,11 @@ class TransformersClip(ClipBackbone):
         # Positions after the longest text's end-of-text token cannot influence any pooled (EOT) output
         # under the causal mask, so they are never computed. Position ids still start at 0 per row.
         # A bidirectional tower gets the same cut plus a mask over the shorter rows' padding.
+        if self._text is None:
+            raise RuntimeError(f"{self.source}: used before load()")
         ids = torch.from_numpy(np.ascontiguousarray(tokens.ids[:, : tokens.needed])).to(self.device)
         with torch.inference_mode():
-            out = _TextFeatures(self._model, self._mask_pad_id())(ids)
+            out = self._text(ids)
         return l2_normalize(out.float().cpu().numpy())
 
     def _mask_pad_id(self) -> int | None:
