@@ -65,7 +65,7 @@ def test_probes_metrics_status_and_json_logs(pipeline: Pipeline, tmp_path: Path)
     )
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
-    assert [w["queues"] for w in data["workers"]] == [["clip"]]
+    assert [w["queues"] for w in data["workers"]] == [["clip", "clip_bulk"]]  # interactive lane first
     assert [r["alive"] for r in data["routers"]] == [True]
     assert {q["capability"]: q["queued"] for q in data["queues"]}["clip"] == 0
     assert data["dead_letters"] == {"photo_tasks_dlq": 0, "text_tasks_dlq": 0}
