@@ -3,7 +3,8 @@
 Builds (once, cached under --out) the model and the photos, starts a private Redis and the reference
 gallery, then measures each approach in turn on the same photos (interleaved when repeated, so load
 from other work on the machine spreads over all of them), then the /embed_text service. Prints markdown
-tables and writes everything to <out>/results-<timestamp>.json. `--sweep` runs the batching sweep instead.
+tables and writes everything to <out>/results-<timestamp>.json. `--sweep` runs the batching sweep instead;
+`--lanes` the lane latency (fresh uploads during a bulk burst, with and without lanes: benchmarks.lane_bench).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Options:
     embed: bool = True
     out: Path = Path("var/bench")
     sweep: bool = False
+    lanes: bool = False
+    bulk: int = 1000
+    """--bulk: photos in the burst of the --lanes measurement."""
     quiet: float | None = 0.15
     env: dict[str, str] = field(default_factory=dict)
     """--set KEY=VALUE: settings for our processes (e.g. MINDSIGHT_BATCH_SIZE=64 on a GPU)."""
@@ -63,6 +67,10 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--no-embed", action="store_true", help="skip the /embed_text measurements")
     p.add_argument("--quick", action="store_true", help="3 photos, 1080p, 2 latency samples, 20 requests")
     p.add_argument("--sweep", action="store_true", help="batch size / wait / process layout sweep of ours")
+    p.add_argument(
+        "--lanes", action="store_true", help="fresh-upload latency during a bulk burst, lanes on/off"
+    )
+    p.add_argument("--bulk", type=int, default=1000, help="photos in the --lanes burst (default 1000)")
     p.add_argument("--out", type=Path, default=Path("var/bench"), help="cache, logs and results")
     p.add_argument(
         "--quiet", type=float, help="before each burst wait (<= 90 s) until other work uses under this "
@@ -86,7 +94,8 @@ def parse_args(argv: list[str] | None) -> Options:
         photos=a.photos, sizes=[s.strip() for s in a.sizes.split(",") if s.strip()],
         approaches=[x.strip() for x in a.approaches.split(",") if x.strip()], model=a.model,
         model_dir=a.model_dir, repeat=a.repeat, latency_samples=a.latency_samples,
-        embed_requests=a.embed_requests, embed=not a.no_embed, out=a.out, sweep=a.sweep,
+        embed_requests=a.embed_requests, embed=not a.no_embed, out=a.out, sweep=a.sweep, lanes=a.lanes,
+        bulk=a.bulk,
         quiet=None if a.quiet >= 1 else a.quiet, env=dict(kv.partition("=")[::2] for kv in a.set),
     )  # fmt: skip
     unknown = [s for s in opts.sizes if s not in SIZES]
@@ -128,17 +137,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             from benchmarks.sweep import run_sweep
 
             results = run_sweep(session, opts)
+        elif opts.lanes:
+            from benchmarks.lane_bench import run_lanes
+
+            results = run_lanes(session, opts)
         else:
             results = session.run_all(approaches)
     results["machine"] = machine
     results["machine"]["load_average_end"] = load_average()
     results["model"] = {"description": model_text, "label": model.label, "dim": model.dim}
     results["options"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}
-    if not opts.sweep:
+    if not opts.sweep and not opts.lanes:
         results["summary"] = rows = summarise(session.runs)
         results["targets"] = targets = check_targets(rows, session.embed_runs)
         results["markdown"] = markdown(machine_line(machine), model_text, rows, session.embed_runs, targets)
-    out = opts.out / f"results-{'sweep-' if opts.sweep else ''}{stamp}.json"
+    kind = "sweep-" if opts.sweep else "lanes-" if opts.lanes else ""
+    out = opts.out / f"results-{kind}{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
     print(results["markdown"])

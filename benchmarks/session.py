@@ -60,8 +60,9 @@ class BenchSession:
         self.bench.quiet_share = self.opts.quiet
         self.gallery.start()
         self._register_photos()
-        self.exports = ensure_exports(self.model, self.workdir / "export", self.log)
-        self.bench.onnx_image_fp32 = self.exports.image_fp32
+        if not self.opts.lanes:  # the lane measurement runs ours on torch only: no export needed
+            self.exports = ensure_exports(self.model, self.workdir / "export", self.log)
+            self.bench.onnx_image_fp32 = self.exports.image_fp32
         return self
 
     def __exit__(

@@ -92,6 +92,11 @@ def _optional_labels(value: Any) -> list[str] | None:
     return None if any(label is None for label in labels) else [str(label) for label in labels]
 
 
+def requested_models(payload: Any) -> list[str] | None:
+    """The CLIP labels a raw photo payload asks for (`models`), or None: every label."""
+    return _optional_labels(payload.get("models")) if isinstance(payload, dict) else None
+
+
 OptionalText = Annotated[str | None, BeforeValidator(_optional_text)]
 """An optional string field; anything but a clean string reads as absent."""
 
@@ -115,7 +120,8 @@ class PhotoJob(BaseModel):
     models: OptionalLabels = None
 
     def capabilities(self, caption_enabled: bool) -> list[Capability]:
-        """Capabilities this job asks for, in a stable order; `clip` implies captioning when enabled."""
+        """Capabilities this job asks for, in a stable order; `clip` implies captioning when enabled,
+        unless the job names its CLIP `models` (a re-embedding: only those labels are computed)."""
         wanted: set[Capability] = set()
         for name in self.tasks:
             cap = TASK_NAMES.get(name.strip().lower())
@@ -123,7 +129,7 @@ class PhotoJob(BaseModel):
                 log.debug("photo %s: task %r belongs to the backend, ignored", self.photo_id, name)
                 continue
             wanted.add(cap)
-        if Capability.CLIP in wanted and caption_enabled:
+        if Capability.CLIP in wanted and caption_enabled and self.models is None:
             wanted.add(Capability.CAPTION)
         if not caption_enabled:
             wanted.discard(Capability.CAPTION)

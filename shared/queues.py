@@ -56,3 +56,8 @@ WORKER_PAUSE = f"{KEY_PREFIX}:pause"
 
 ROUTER_CRASHES = f"{KEY_PREFIX}:router:crashes"
 """Hash: payload digest -> how many router consumers died holding it (the poison-pill rule)."""
+
+
+def backfill_checkpoint(name: str) -> str:
+    """Hash with the progress of one `mindsight backfill` (run id, last photo id enqueued, counts)."""
+    return f"{KEY_PREFIX}:backfill:{name}"

@@ -195,6 +195,8 @@ class WorkerSettings(_Group):
     bulk_batch_size: int = Field(32, validation_alias="MINDSIGHT_BULK_BATCH_SIZE")
     """Photos per job on the bulk lane: larger batches for throughput; a fresh upload waits at most for
     the one bulk job a worker is running, so this bounds its extra latency."""
+    backfill_max_outstanding: int = Field(512, validation_alias="MINDSIGHT_BACKFILL_MAX_OUTSTANDING")
+    """Most photos `mindsight backfill` lets wait in the bulk lane at once; Redis never holds the library."""
     job_timeout_s: int = Field(600, validation_alias="MINDSIGHT_JOB_TIMEOUT_S")
     max_retries: int = Field(3, validation_alias="MINDSIGHT_MAX_RETRIES")
     retry_backoff_s: str = Field("5,30,120", validation_alias="MINDSIGHT_RETRY_BACKOFF_S")
@@ -210,7 +212,7 @@ class WorkerSettings(_Group):
     log_format: Literal["text", "json"] = Field("text", validation_alias="MINDSIGHT_LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="MINDSIGHT_LOG_LEVEL")
 
-    @field_validator("batch_size", "bulk_batch_size", "threads")
+    @field_validator("batch_size", "bulk_batch_size", "backfill_max_outstanding", "threads")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

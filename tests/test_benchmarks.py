@@ -130,3 +130,20 @@ def test_merge_drops_noisy_measurements_and_keeps_pairing(tmp_path: Path) -> Non
     assert rows["3"]["x_vs_1_range"] == [8.0, 8.0]  # only round a has both
     assert len(summary["dropped"]) == 1 and "40%" in summary["dropped"][0]
     assert text.startswith("Merged 2 run(s): 3 measurements kept, 1 left out")
+
+
+@pytest.mark.slow
+def test_lane_bench_runs_both_modes_on_a_tiny_model(tiny_transformers_clip_dir: Path, tmp_path: Path) -> None:
+    from benchmarks.run import main
+
+    results = main([
+        "--lanes", "--quick", "--model-dir", str(tiny_transformers_clip_dir), "--bulk", "64",
+        "--set", "MINDSIGHT_BULK_BATCH_SIZE=8", "--out", str(tmp_path),
+    ])  # fmt: skip
+
+    on, off = results["lanes"], results["no lanes"]
+    assert results["bulk_batch"] == 8 and len(on["idle_latency_ms"]) == 12
+    for mode in (on, off):
+        assert mode["bulk_photos_per_s"] > 0 and len(mode["upload_latency_ms"]) == 12
+    assert "| lanes |" in results["markdown"] and "| no lanes |" in results["markdown"]
+    assert len(list(tmp_path.glob("results-lanes-*.json"))) == 1

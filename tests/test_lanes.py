@@ -164,3 +164,27 @@ def test_a_priority_field_of_another_shape_reads_as_absent(priority: object) -> 
     job = parse_photo_job(json.dumps(photo(1, priority=priority, models="not-a-list")))
     assert job.priority is None and job.models is None
     assert lane_of(job, from_bulk_list=False) is Lane.INTERACTIVE
+
+
+def test_jobs_ls_and_rm_see_the_bulk_lane(
+    redis_client: redis.Redis, make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    from click.testing import CliRunner
+
+    from mindsight.cli.main import cli
+
+    settings = make_settings(REDIS_URL=redis_url)
+    dispatcher = Dispatcher(redis_client, settings.worker, settings.redis)
+    with redis_client.pipeline() as pipe:
+        bulk = dispatcher.add(
+            pipe, Capability.CLIP, [photo(1)], policy=dispatcher.policy_for(Capability.CLIP, Lane.BULK)
+        )
+        pipe.execute()
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--env-file", "/dev/null", "jobs", "ls", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = [json.loads(line) for line in listed.output.splitlines()]
+    assert (row["id"], row["queue"], row["place"]) == (bulk, "clip_bulk", "queued")
+    removed = runner.invoke(cli, ["--env-file", "/dev/null", "jobs", "rm", bulk, "--yes"])
+    assert removed.exit_code == 0 and "1 payload(s) dead-lettered" in removed.output, removed.output
+    assert rq_queue(redis_client, Capability.CLIP, Lane.BULK).get_job_ids() == []

@@ -86,13 +86,16 @@ class Batch:
                 for i, payload in enumerate(payloads):
                     try:
                         job = validate_photo_job(payload)
+                        task.check(job)
                         decoded.append((i, job, self.ctx.decoder.load(job.path, task.min_side)))
                     except Exception as exc:
                         self._failed(i, exc, remaining=[i])
             results: list[Any] = []
             if decoded:
                 with STAGE_SECONDS.labels(self.cap.value, "inference").time():
-                    results = task.compute([photo.image for _, _, photo in decoded])
+                    results = task.compute_jobs(
+                        [job for _, job, _ in decoded], [photo.image for _, _, photo in decoded]
+                    )
             with STAGE_SECONDS.labels(self.cap.value, "callback").time():
                 for k, ((i, job, photo), result) in enumerate(zip(decoded, results, strict=True)):
                     try:

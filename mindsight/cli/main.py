@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enqueue": ("mindsight.cli.enqueue_cmd", "enqueue"),
     "search": ("mindsight.cli.search_cmd", "search"),
     "albums": ("mindsight.cli.albums_cmd", "albums"),
+    "backfill": ("mindsight.cli.backfill_cmd", "backfill"),
     "models": ("mindsight.cli.models_cmd", "models"),
     "status": ("mindsight.cli.status_cmd", "status"),
     "healthcheck": ("mindsight.cli.status_cmd", "healthcheck"),

@@ -14,7 +14,7 @@ from shared.gallery_client import GalleryClient
 from shared.gallery_contract import failure_body
 from shared.idempotency import callback_scope
 from shared.metrics import JOBS
-from shared.payloads import Capability
+from shared.payloads import Capability, requested_models
 from workers.delivery.envelope import JobEnvelope
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ def report_failed(
     if gallery is None or capability is Capability.TEXT or type(photo_id) is not int:
         return
     error_type, message = describe(exc)
+    if capability is Capability.CLIP and (asked := requested_models(payload)):
+        models = asked  # a re-embedding job failed: only the labels it was computing failed
     for model in models or [capability.value]:
         body = failure_body(capability.value, model, error_type, message)
         try:

@@ -23,6 +23,14 @@ class PhotoTask(ABC):
     def compute(self, images: list[Image.Image]) -> list[Any]:
         """One result per image (raises only for model/runtime failures)."""
 
+    def check(self, job: PhotoJob) -> None:
+        """Refuse a job this task cannot do (a permanent error), before any work is spent on it."""
+        return None  # most tasks can do every valid job
+
+    def compute_jobs(self, jobs: list[PhotoJob], images: list[Image.Image]) -> list[Any]:
+        """One result per (job, image); a task whose jobs can ask for less than everything overrides it."""
+        return self.compute(images)
+
     @abstractmethod
     def post(self, gallery: GalleryClient, job: PhotoJob, photo: DecodedPhoto, result: Any) -> None:
         """Send one photo's result to the gallery."""
