@@ -2,10 +2,10 @@
 
 Each measurement runs in a child process of its own, so its peak RSS is its own: the child builds the
 synthetic library (benchmarks/synthetic_faces.py), resets the kernel's high-water mark
-(/proc/self/clear_refs), clusters, and reports wall time, peak RSS during clustering (the input faces,
-held as one array per face as the face analyzer returns them, included) and pairwise precision / recall /
-F1 against the known identities. `--reference-max` bounds the sizes at which today's dense agglomerative
-clustering also runs (its memory is quadratic). The incremental measurement builds and saves the state
+(/proc/self/clear_refs), clusters, and reports wall time, CPU time, peak RSS during clustering (the
+input faces held in memory included) and pairwise precision / recall / F1 against the known
+identities. `--reference-max` bounds the sizes at which today's dense agglomerative clustering also
+runs (its memory is quadratic). The incremental measurement builds and saves the state
 of a library, then a fresh process loads it, adds the faces of the newest photos and saves it again,
 which is what `mindsight albums` does after an upload. Prints a markdown table; `--out` writes JSON.
 """

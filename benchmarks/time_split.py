@@ -73,6 +73,7 @@ def rq_queue_wait_ms(connection: redis.Redis, pushed: dict[int, float]) -> float
 
     from shared.payloads import Capability
     from workers.dispatch import rq_queue
+    from workers.failure import envelope_of
 
     ids = FinishedJobRegistry(queue=rq_queue(connection, Capability.CLIP)).get_job_ids()
     waits: list[float] = []
@@ -81,7 +82,7 @@ def rq_queue_wait_ms(connection: redis.Redis, pushed: dict[int, float]) -> float
             continue
         started = job.started_at
         started_ts = (started if started.tzinfo else started.replace(tzinfo=UTC)).timestamp()
-        for payload in job.args[1]:
+        for payload in envelope_of(job).payloads:
             if payload.get("photo_id") in pushed:
                 waits.append(started_ts - pushed[payload["photo_id"]])
     return round(1000 * statistics.fmean(waits), 1) if waits else float("nan")

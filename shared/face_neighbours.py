@@ -4,7 +4,7 @@ faiss searches in blocks with a bounded top-k heap, so memory is O(n * k), not O
 EXACT_SEARCH_MAX faces the search is exact (a flat inner-product index); above it an inverted-file index
 (k-means cells, a few probed per query) trades a little recall for time that grows ~n^1.5 instead of n^2.
 Its vectors are stored as 8-bit codes (a quarter of float32: 100 MB instead of 400 MB at 200k faces of
-512-d), so it only proposes the neighbours: every edge's distance is then computed from the embeddings.
+512-d), so it only proposes the neighbours: every edge's distance is computed from the embeddings.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ EDGE_BLOCK = 4096
 
 @dataclass(frozen=True)
 class NeighbourEdges:
-    """Undirected edges a < b between faces with their cosine distance, each pair once."""
+    """Undirected edges a < b (int32 face indices) with their cosine distance, each pair once."""
 
     a: np.ndarray
     b: np.ndarray
@@ -81,28 +81,29 @@ def neighbour_edges(emb: np.ndarray, k: int = NEIGHBOURS) -> NeighbourEdges:
     n = emb.shape[0]
     k = min(k, n - 1)
     if k <= 0:
-        empty = np.empty(0, dtype=np.int64)
+        empty = np.empty(0, dtype=np.int32)
         return NeighbourEdges(empty, empty, np.empty(0, dtype=np.float32))
     index = _index(emb)
-    heads, tails, dists = [], [], []
+    # Pairs as one int64 key (lo * n + hi), deduplicated per block and overall: each pair may come
+    # from both ends. Keys and int32 ends hold a third of what separate int64 arrays would.
+    keys = []
     for start in range(0, n, SEARCH_BLOCK):
-        sims, ids = index.search(emb[start : start + SEARCH_BLOCK], k + 1)
-        rows = np.repeat(np.arange(start, start + ids.shape[0]), k + 1)
-        ids, sims = ids.ravel(), sims.ravel()
+        _, ids = index.search(emb[start : start + SEARCH_BLOCK], k + 1)
+        rows = np.repeat(np.arange(start, start + ids.shape[0], dtype=np.int64), k + 1)
+        ids = ids.ravel()
         keep = (ids >= 0) & (ids != rows)
-        heads.append(np.minimum(rows[keep], ids[keep]))
-        tails.append(np.maximum(rows[keep], ids[keep]))
-        dists.append(np.clip(1.0 - sims[keep], 0.0, 2.0).astype(np.float32))
+        rows, ids = rows[keep], ids[keep]
+        keys.append(np.unique(np.minimum(rows, ids) * n + np.maximum(rows, ids)))
     del index
-    a, b, d = np.concatenate(heads), np.concatenate(tails), np.concatenate(dists)
-    # Each pair may come from both ends; keep it once.
-    _, first = np.unique(a * n + b, return_index=True)
-    a, b, d = a[first], b[first], d[first]
-    if n > EXACT_SEARCH_MAX:  # the codes' distances are approximate: compute the true ones
-        for start in range(0, a.size, EDGE_BLOCK):
-            end = start + EDGE_BLOCK
-            sims = np.einsum("ij,ij->i", emb[a[start:end]], emb[b[start:end]])
-            d[start:end] = np.clip(1.0 - sims, 0.0, 2.0)
+    key = np.unique(np.concatenate(keys))
+    del keys
+    a, b = (key // n).astype(np.int32), (key % n).astype(np.int32)
+    del key
+    # Distances from the embeddings themselves: exact even where the index stores 8-bit codes.
+    d = np.empty(a.size, dtype=np.float32)
+    for lo in range(0, a.size, EDGE_BLOCK):
+        hi = lo + EDGE_BLOCK
+        d[lo:hi] = np.clip(1.0 - np.einsum("ij,ij->i", emb[a[lo:hi]], emb[b[lo:hi]]), 0.0, 2.0)
     return NeighbourEdges(a, b, d)
 
 

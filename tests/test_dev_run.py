@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -54,6 +55,7 @@ class DevRun:
         (workdir / "var").mkdir(parents=True)
         (workdir / "var" / "standin-models").symlink_to(standin_root, target_is_directory=True)
         self.redis_port, self.gallery_port, self.embed_port = free_port(), free_port(), free_port()
+        self.metrics_port = free_run(5)
         env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_SETTINGS) and k not in OWN_NAMES}
         env.update({
             "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",  # nothing listens there
@@ -65,6 +67,7 @@ class DevRun:
 
     def argv(self, *args: str) -> list[str]:
         ports = ["--gallery-port", str(self.gallery_port), "--embed-port", str(self.embed_port)]
+        ports += ["--metrics-port", str(self.metrics_port)]
         return [sys.executable, "-m", "mindsight", "--env-file", "/dev/null", "dev", "run", *ports, *args]
 
     def logs(self) -> str:
@@ -86,8 +89,22 @@ class DevRun:
         assert not reachable(f"redis://127.0.0.1:{self.redis_port}/0"), "the embedded Redis is still running"
         check_port(self.gallery_port, "gallery", "--gallery-port")  # raises PortInUse if still served
         check_port(self.embed_port, "embed-api", "--embed-port")
+        for port in range(self.metrics_port, self.metrics_port + 5):
+            check_port(port, "metrics", "--metrics-port")
         if Path("/proc/self/cwd").exists():
             assert self.leftovers() == []
+
+
+def free_run(count: int) -> int:
+    """The first of `count` consecutive free loopback ports."""
+    while True:
+        base = free_port()
+        try:
+            for port in range(base, base + count):
+                check_port(port, "x", "x")
+        except (PortInUse, OverflowError):
+            continue
+        return base
 
 
 @pytest.fixture
@@ -164,6 +181,12 @@ def test_sigint_stops_every_process_cleanly(dev_run: DevRun) -> None:
             assert proc.poll() is None, "".join(lines)
             assert time.monotonic() < deadline, "".join(lines)
             time.sleep(0.2)
+        # Each service answers /metrics on its own port, and the summary says where.
+        for offset, name in enumerate(["router", "worker-all"]):
+            url = f"http://127.0.0.1:{dev_run.metrics_port + offset}/metrics"
+            assert f"metrics     {url}   ({name})" in "".join(lines)
+            answer = httpx.get(url, timeout=10)
+            assert answer.status_code == 200 and "mindsight_" in answer.text, answer.text[:500]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, "".join(lines)
     finally:
@@ -258,7 +281,7 @@ def test_dev_tokens_are_generated_only_when_unset(make_settings: Callable[..., S
     assert (kept.internal, kept.access, kept.generated) == ("a-real-token-123", "jwt", ())
 
 
-@pytest.mark.parametrize("flag", ["--gallery-port", "--embed-port"])
+@pytest.mark.parametrize("flag", ["--gallery-port", "--embed-port", "--metrics-port"])
 def test_a_taken_port_is_refused_before_anything_starts(
     flag: str, make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
@@ -266,7 +289,8 @@ def test_a_taken_port_is_refused_before_anything_starts(
     with _listening() as taken:
         with pytest.raises(PortInUse, match=f"port {taken} .*{flag}"):
             check_port(taken, "x", flag)
-        args = ["--gallery-port", str(free_port()), "--embed-port", str(free_port()), flag, str(taken)]
+        args = ["--gallery-port", str(free_port()), "--embed-port", str(free_port()), "--metrics-port", "0"]
+        args += [flag, str(taken)]
         argv = ["--env-file", "/dev/null", "dev", "run", "--var-dir", str(tmp_path / "var"), *args]
         result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 2, result.output

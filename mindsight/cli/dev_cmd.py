@@ -30,6 +30,11 @@ def dev() -> None:
 @dev.command("run")
 @click.option("--gallery-port", default=5800, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--embed-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--metrics-port", default=9100, show_default=True, type=click.IntRange(0, 65530),
+    help="First of the consecutive 127.0.0.1 ports where the router and each worker serve /metrics "
+    "(router, then clip, caption, face, text; or router, worker-all); 0 turns them off.",
+)  # fmt: skip
 @click.option("--no-embed-api", is_flag=True, help="Do not start the /embed_text service.")
 @click.option("--embedded-redis", is_flag=True, help="Start a private Redis even when REDIS_URL answers.")
 @click.option(
@@ -64,6 +69,7 @@ def run(
     ctx: click.Context,
     gallery_port: int,
     embed_port: int,
+    metrics_port: int,
     no_embed_api: bool,
     embedded_redis: bool,
     single_process: bool,
@@ -78,17 +84,23 @@ def run(
     """Start Redis (embedded if none answers), the reference gallery, the router, the workers and the
     embed-api; enqueue the sample photos and a text query; show what was posted; run until Ctrl-C."""
     from services.dev_stack.model_plan import ModelMode
+    from services.dev_stack.preflight import metrics_ports
     from services.dev_stack.stack import DevOptions, DevStack
     from shared.errors import ConfigError, MindsightError
 
     if gallery_port == embed_port and not no_embed_api:
         raise click.BadParameter("--gallery-port and --embed-port must differ")
+    if {gallery_port, embed_port} & set(metrics_ports(metrics_port, single_process).values()):
+        raise click.BadParameter(
+            "the ports from --metrics-port on must not include --gallery-port or --embed-port"
+        )
     if not query.strip():
         raise click.BadParameter("--query is empty")
     settings = settings_from(ctx)
     options = DevOptions(
         gallery_port=gallery_port,
         embed_port=embed_port,
+        metrics_port=metrics_port,
         embed_api=not no_embed_api,
         embedded_redis=embedded_redis,
         single_process=single_process,

@@ -111,9 +111,27 @@ def stack_env(
         "PROJECT_ROOT": str(gallery_root),
         "UPLOAD_BASE_DIR": str(gallery_root),
         "MINDSIGHT_THREADS": threads,
-        "MINDSIGHT_METRICS_PORT": "0",  # several workers on one machine would fight over one port
-        "MINDSIGHT_METRICS_HOST": LOOPBACK,  # should one be turned on by hand
+        # Off for everything else (the gallery, short CLI runs, dev.env in another terminal): the services
+        # that serve /metrics get their own port from metrics_ports() when they start.
+        "MINDSIGHT_METRICS_PORT": "0",
+        "MINDSIGHT_METRICS_HOST": LOOPBACK,
     }
+
+
+METRICS_SERVICES = ("router", "worker-clip", "worker-caption", "worker-face", "worker-text")
+"""The children that serve /healthz, /readyz and /metrics, in the order their ports are handed out."""
+
+
+def metrics_ports(base: int, single_process: bool) -> dict[str, int]:
+    """Each /metrics-serving child's own port, consecutive from `base` in a fixed order; none when 0.
+
+    Fixed by role rather than by what the model plan starts, so a service's URL does not move between runs
+    and every port can be checked before anything starts.
+    """
+    if base == 0:
+        return {}
+    names = ("router", "worker-all") if single_process else METRICS_SERVICES
+    return {name: base + i for i, name in enumerate(names)}
 
 
 def process_env(

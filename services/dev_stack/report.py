@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.dev_stack.demo import PhotoResult, TextResult
 
@@ -71,6 +71,8 @@ class Endpoints:
     embed_token: bool = False
     program: str = "mindsight"
     """How this shell reaches the `mindsight` command (a venv path when the venv is not activated)."""
+    metrics: dict[str, str] = field(default_factory=dict)
+    """Service name -> its /metrics URL."""
 
 
 def try_it(ep: Endpoints, query: str) -> list[str]:
@@ -89,6 +91,7 @@ def try_it(ep: Endpoints, query: str) -> list[str]:
             f"  embed-api   curl -s -X POST {ep.embed_url}/embed_text{auth} "
             f"-H 'content-type: application/json' -d {body}"
         )
+    lines += [f"  metrics     {url}   ({name})" for name, url in ep.metrics.items()]
     lines += [
         f"  search      {cli} search {shlex.quote(query)}",
         f"  your photos {cli} enqueue path/to/photos",

@@ -23,6 +23,7 @@ from services.dev_stack.preflight import (
     choose_redis,
     dev_tokens,
     is_loopback,
+    metrics_ports,
     process_env,
     stack_env,
     write_env_file,
@@ -45,6 +46,8 @@ class DevOptions:
 
     gallery_port: int = 5800
     embed_port: int = 8001
+    metrics_port: int = 9100
+    """First of the consecutive /metrics ports of the router and the workers; 0 turns them off."""
     embed_api: bool = True
     embedded_redis: bool = False
     single_process: bool = False
@@ -98,6 +101,7 @@ class DevStack:
         self.inherited = dict(inherited_env)
         self.gallery_url = f"http://{LOOPBACK}:{options.gallery_port}"
         self.embed_url = f"http://{LOOPBACK}:{options.embed_port}" if options.embed_api else None
+        self.metrics_ports = metrics_ports(options.metrics_port, options.single_process)
         self.demo_ok = False
 
     def run(self) -> int:
@@ -109,6 +113,8 @@ class DevStack:
         check_port(self.opt.gallery_port, "gallery", "--gallery-port")
         if self.opt.embed_api:
             check_port(self.opt.embed_port, "embed-api", "--embed-port")
+        for name, port in self.metrics_ports.items():
+            check_port(port, f"{name} /metrics", "--metrics-port")
         redis = choose_redis(self.settings.redis.url, embedded=self.opt.embedded_redis)
         tokens = dev_tokens(self.settings)
         if not redis.embedded:
@@ -185,18 +191,22 @@ class DevStack:
             str(self.var / "gallery"),
         ]
         sup.start("gallery", ["serve", "gallery-dev", *where])
-        sup.start("router", ["router"])
+        sup.start("router", ["router"], env=self._metrics_env("router"))
         caps = ["clip", *(["caption"] if plan.captions else []), *(["face"] if plan.faces else []), "text"]
         if self.opt.single_process:
             args = ["worker", "all"] if len(caps) == 4 else ["worker", "clip", "--also", ",".join(caps[1:])]
-            sup.start("worker-all", args)
+            sup.start("worker-all", args, env=self._metrics_env("worker-all"))
         else:
             for cap in caps:
-                sup.start(f"worker-{cap}", ["worker", cap])
+                sup.start(f"worker-{cap}", ["worker", cap], env=self._metrics_env(f"worker-{cap}"))
         if self.embed_url:
             sup.start(
                 "embed-api", ["serve", "embed-api", "--host", LOOPBACK, "--port", str(self.opt.embed_port)]
             )
+
+    def _metrics_env(self, name: str) -> dict[str, str]:
+        port = self.metrics_ports.get(name)
+        return {"MINDSIGHT_METRICS_PORT": str(port)} if port else {}
 
     def _demo(self, sup: Supervisor, plan: ModelPlan, samples: list[Path], access: str) -> None:
         deadline = time.monotonic() + self.opt.demo_timeout_s
@@ -222,7 +232,9 @@ class DevStack:
         search_args = ["search", self.opt.query, "-n", str(len(samples))]
         search = sup.run("search", search_args, timeout=180, echo=False, COLUMNS="140")
         self.demo_ok = True
-        self._report(plan, photos, text, search.output, access)
+        started = {c.name for c in sup.services}
+        metrics = {n: f"http://{LOOPBACK}:{p}/metrics" for n, p in self.metrics_ports.items() if n in started}
+        self._report(plan, photos, text, search.output, access, metrics)
 
     def _embed_headers(self) -> dict[str, str]:
         token = self.settings.embed_api.token.get_secret_value().strip()
@@ -235,6 +247,7 @@ class DevStack:
         text: demo.TextResult,
         search: list[str],
         access: str,
+        metrics: dict[str, str],
     ) -> None:
         lines = ["", "=" * 100, f"What the workers posted to the gallery ({len(photos)} sample photos):", ""]
         for photo in photos:
@@ -248,6 +261,7 @@ class DevStack:
             f"{_short(self.var / 'logs')}/*.log",
             embed_token=bool(self._embed_headers()),
             program=_program(),
+            metrics=metrics,
         )
         lines += [*report.try_it(endpoints, self.opt.query), "=" * 100]
         with self.logs.block():

@@ -52,9 +52,11 @@ class Supervisor:
         env_file = ["--env-file", self.env_file] if (self.cwd / self.env_file).exists() else []
         return [sys.executable, "-m", "mindsight", *env_file, *args]
 
-    def start(self, name: str, args: Sequence[str], last: bool = False) -> Child:
-        """Start a long-lived service; its exit before `stop_all()` fails the run."""
-        child = Child(name, self.argv(args), self.env, self.cwd, self.logs).start()
+    def start(
+        self, name: str, args: Sequence[str], last: bool = False, env: Mapping[str, str] | None = None
+    ) -> Child:
+        """Start a long-lived service (`env` on top of the common environment); its exit fails the run."""
+        child = Child(name, self.argv(args), {**self.env, **(env or {})}, self.cwd, self.logs).start()
         self.pids.record(name, child.pid)
         (self.last if last else self.services).append(child)
         return child
