@@ -12,6 +12,8 @@ idle fleet. Text jobs are searches, always interactive: they have one lane.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 from shared.payloads import Capability, PhotoJob
 
@@ -34,6 +36,12 @@ def lanes_for(capability: Capability) -> list[Lane]:
 
 def lane_of(job: PhotoJob, from_bulk_list: bool) -> Lane:
     """The lane of one photo job: bulk by its list or by its `priority` field, else interactive."""
-    if from_bulk_list or (job.priority or "").strip().lower() == BULK_PRIORITY:
+    return lane_of_payload({"priority": job.priority}, from_bulk_list)
+
+
+def lane_of_payload(payload: Mapping[str, Any], from_bulk_list: bool) -> Lane:
+    """The lane of a raw photo payload (a dead letter being requeued): the same rule as `lane_of`."""
+    priority = payload.get("priority")
+    if from_bulk_list or (isinstance(priority, str) and priority.strip().lower() == BULK_PRIORITY):
         return Lane.BULK
     return Lane.INTERACTIVE

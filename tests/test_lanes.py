@@ -188,3 +188,35 @@ def test_jobs_ls_and_rm_see_the_bulk_lane(
     removed = runner.invoke(cli, ["--env-file", "/dev/null", "jobs", "rm", bulk, "--yes"])
     assert removed.exit_code == 0 and "1 payload(s) dead-lettered" in removed.output, removed.output
     assert rq_queue(redis_client, Capability.CLIP, Lane.BULK).get_job_ids() == []
+
+
+def test_dead_letters_of_bulk_work_are_requeued_on_the_bulk_lane(
+    redis_client: redis.Redis, make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    from shared.dead_letter import DeadLetter, DeadLetterQueue
+    from workers.requeue import requeue
+
+    settings = make_settings(REDIS_URL=redis_url)
+    dispatcher = Dispatcher(redis_client, settings.worker, settings.redis)
+    dlq = DeadLetterQueue(redis_client, "photo_tasks_dlq")
+    letters = {
+        1: "photo_tasks_bulk",  # came from the bulk list
+        2: "photo_tasks",  # interactive
+        3: "photo_tasks",  # "priority": "bulk" on the interactive list
+    }
+    for pid, source in letters.items():
+        payload = photo(pid, priority="bulk") if pid == 3 else photo(pid)
+        letter = DeadLetter.from_exception(
+            RuntimeError("boom"),
+            capability="clip",
+            payload=payload,
+            attempts=1,
+            worker="w",
+            source_queue=source,
+        )
+        dlq.push(letter)
+    report = requeue(redis_client, dispatcher, dlq, list(dlq.scan()), "photo_tasks")
+    assert len(report.requeued) == 3
+    bulk = jobs(redis_client, Capability.CLIP, Lane.BULK)
+    assert sorted(ids(bulk)) == [1, 3] and all(e.policy.source_queue == "photo_tasks_bulk" for e in bulk)
+    assert ids(jobs(redis_client, Capability.CLIP, Lane.INTERACTIVE)) == [2]

@@ -64,6 +64,8 @@ class Dispatcher:
         backoff = worker.backoff()
         self.photo_policy = JobPolicy(queues.photo_dlq, queues.photo_queue, worker.max_retries, backoff)
         self.text_policy = JobPolicy(queues.text_dlq, queues.text_queue, worker.max_retries, backoff)
+        # Bulk jobs record the bulk list as their source, so their dead letters are requeued as bulk work.
+        self.bulk_policy = replace(self.photo_policy, lane=Lane.BULK, source_queue=queues.photo_bulk_queue)
         self._queues = {
             (cap, lane): rq_queue(connection, cap, lane) for cap in Capability for lane in lanes_for(cap)
         }
@@ -72,7 +74,7 @@ class Dispatcher:
         """The policy of new jobs for a capability's lane (text has the interactive lane only)."""
         if capability is Capability.TEXT:
             return self.text_policy
-        return self.photo_policy if lane is Lane.INTERACTIVE else replace(self.photo_policy, lane=lane)
+        return self.photo_policy if lane is Lane.INTERACTIVE else self.bulk_policy
 
     def add(
         self,

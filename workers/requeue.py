@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import redis
 
 from shared.dead_letter import DeadLetterQueue, StoredLetter
+from shared.lanes import lane_of_payload
 from shared.payloads import Capability
 from workers.dispatch import Dispatcher
 
@@ -76,7 +77,10 @@ def _requeue_one(
                 if letter.capability is None:
                     pipe.lpush(legacy_target, json.dumps(letter.payload))
                 else:
-                    dispatcher.add(pipe, Capability(letter.capability), [letter.payload])
+                    cap = Capability(letter.capability)
+                    bulk_source = letter.source_queue == dispatcher.bulk_policy.source_queue
+                    lane = lane_of_payload(letter.payload, bulk_source)  # bulk work stays bulk work
+                    dispatcher.add(pipe, cap, [letter.payload], policy=dispatcher.policy_for(cap, lane))
                 dlq.remove(item, pipeline=pipe)
                 pipe.execute()
                 return True
