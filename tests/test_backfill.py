@@ -83,10 +83,12 @@ def delivered(gallery: GalleryServer, ids: list[int], labels: set[str] = LABELS)
 
 
 def callbacks_per_photo_and_label(gallery: GalleryServer) -> Counter[tuple[int, str]]:
+    """Results the gallery applied, per (photo, label): a redelivery it answered from its idempotency
+    store (a job re-run after a missed lease on a loaded machine: the in-flight batch) changed nothing."""
     return Counter(
         (int(c["path"].split("/")[4]), c["body"]["model"])
         for c in gallery.received()
-        if c["path"].endswith("/ml_result") and c["status"] == 200
+        if c["path"].endswith("/ml_result") and c["status"] == 200 and not c["replayed"]
     )
 
 
@@ -129,8 +131,9 @@ def test_a_backfill_killed_half_way_resumes_and_delivers_every_photo_once_within
     counts = callbacks_per_photo_and_label(pipeline.gallery)
     assert set(counts) == {(i, label) for i in ids for label in LABELS}
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]  # none twice
-    # The bound holds (plus one batch: a sample can see a batch both in the list and in RQ).
-    assert 0 < max(seen) <= bound + batch, max(seen)
+    # The bound holds. Slack: the backfill cannot see the batch a router holds between list and RQ (one
+    # batch), and a sample can count a batch twice (list then RQ, queue then started: one batch each).
+    assert 0 < max(seen) <= bound + 3 * batch, max(seen)
     assert pipeline.dead_letters() == []
 
 
