@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rq.worker import Worker
 
-from mindsight.cli.common import config_errors_exit, settings_from
+from mindsight.cli.common import cli_redis, config_errors_exit, settings_from
 from shared.lanes import lanes_for
 from shared.payloads import Capability
 from shared.queues import CONSUMERS_SET, consumer_heartbeat, processing_list, router_unhealthy
@@ -93,7 +93,7 @@ def _trouble(conn: redis.Redis, queues: list[dict[str, Any]]) -> dict[str, Any] 
 def status(ctx: click.Context, as_json: bool) -> None:
     """Queue depths, jobs running and failed, dead letters, live routers and workers."""
     settings = settings_from(ctx)
-    conn = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3)
+    conn = cli_redis(settings)
     try:
         data = collect(conn, settings)
     except redis.RedisError as exc:
