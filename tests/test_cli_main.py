@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import socket
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -91,3 +93,47 @@ def test_a_redis_that_drops_packets_fails_the_command_instead_of_hanging_it(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Redis" in lines[0] and "unreachable" in lines[0], result.output
     assert "s3cret" not in result.output
+
+
+class _Unhealthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def unhealthy_port() -> Iterator[int]:
+    """A real HTTP server whose every answer is 503."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unhealthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/healthz?token=s3cret-probe",  # answers 503
+        "http://probe:s3cret-probe@127.0.0.1:{port}/healthz",  # urllib reads the userinfo as the host
+        "127.0.0.1:{port}/healthz?token=s3cret-probe",  # no scheme: urllib raises ValueError
+    ],
+)
+def test_healthcheck_masks_the_url_it_reports(url: str, unhealthy_port: int) -> None:
+    argv = [
+        "--env-file",
+        "/dev/null",
+        "healthcheck",
+        "--url",
+        url.format(port=unhealthy_port),
+        "--timeout",
+        "5",
+    ]
+    result = CliRunner().invoke(cli, argv, catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("unhealthy: ") and "s3cret" not in result.output, result.output
