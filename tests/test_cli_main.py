@@ -41,7 +41,7 @@ def test_unreachable_redis_is_one_line_not_a_traceback(
 
 
 def test_cli_redis_connections_carry_the_cli_timeout(make_settings: Callable[..., Settings]) -> None:
-    # Not left to redis-py's default: before 7.x (pyproject allows >=5.0) it is "wait forever".
+    # Not left to redis-py's default: before 8.0 (pyproject allows >=5.0) it is "wait forever".
     kwargs = cli_redis(make_settings(MINDSIGHT_CLI_REDIS_TIMEOUT_S="0.5")).connection_pool.connection_kwargs
     assert (kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) == (0.5, 0.5)
 
