@@ -56,6 +56,9 @@ class RedisSettings(_Group):
     text_queue: str = Field("text_tasks", validation_alias="TEXT_EMBED_QUEUE_NAME")
     text_dlq: str = Field("text_tasks_dlq", validation_alias="TEXT_EMBED_DLQ_NAME")
     max_payload_bytes: int = Field(64 * 1024, validation_alias="MINDSIGHT_MAX_PAYLOAD_BYTES")
+    cli_timeout_s: float = Field(5.0, gt=0, validation_alias="MINDSIGHT_CLI_REDIS_TIMEOUT_S")
+    """Connect and reply timeout of the CLI's Redis connections: a Redis host that drops packets fails the
+    command with one line instead of hanging it (the CLI sends only short commands, no blocking pops)."""
 
 
 class GallerySettings(_Group):
