@@ -116,7 +116,9 @@ class ClipSettings(_Group):
     embedding_dim: int = Field(768, validation_alias="PROCESSING_EMBEDDING_DIM")
     dims_raw: str = Field("", validation_alias="CLIP_MODEL_DIMS")
     runtime: Literal["auto", "torch", "onnx"] = Field("auto", validation_alias="MINDSIGHT_CLIP_RUNTIME")
-    precision: Literal["fp32", "int8"] = Field("fp32", validation_alias="MINDSIGHT_CLIP_PRECISION")
+    precision: Literal["auto", "fp32", "int8"] = Field("auto", validation_alias="MINDSIGHT_CLIP_PRECISION")
+    """auto: the verified int8 ONNX export on CPU when `mindsight models download` made one, else fp32 (and
+    always fp32 on GPU); int8 requires that export; fp32 opts out of int8."""
     max_text_tokens: int = Field(77, validation_alias="MINDSIGHT_MAX_TEXT_TOKENS")
 
     def specs(self) -> list[ClipModelSpec]:
@@ -168,6 +170,9 @@ class CaptionSettings(_Group):
     model_name: str = Field("Salesforce/blip-image-captioning-base", validation_alias="CAPTION_MODEL_NAME")
     max_length: int = Field(64, validation_alias="CAPTION_MAX_LENGTH")
     num_beams: int = Field(1, validation_alias="CAPTION_NUM_BEAMS")
+    precision: Literal["auto", "fp32", "int8"] = Field("auto", validation_alias="MINDSIGHT_CAPTION_PRECISION")
+    """auto: torch dynamic int8 on CPU once it passes its check against fp32 at load, fp32 on GPU; int8:
+    the same on CPU (refused on GPU); fp32 opts out."""
 
 
 class FaceSettings(_Group):
