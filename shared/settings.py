@@ -56,6 +56,9 @@ class RedisSettings(_Group):
     text_queue: str = Field("text_tasks", validation_alias="TEXT_EMBED_QUEUE_NAME")
     text_dlq: str = Field("text_tasks_dlq", validation_alias="TEXT_EMBED_DLQ_NAME")
     max_payload_bytes: int = Field(64 * 1024, validation_alias="MINDSIGHT_MAX_PAYLOAD_BYTES")
+    cli_timeout_s: float = Field(5.0, gt=0, validation_alias="MINDSIGHT_CLI_REDIS_TIMEOUT_S")
+    """Connect and reply timeout of the CLI's Redis connections: a Redis host that drops packets fails the
+    command with one line instead of hanging it (the CLI sends only short commands, no blocking pops)."""
 
 
 class GallerySettings(_Group):
@@ -113,7 +116,9 @@ class ClipSettings(_Group):
     embedding_dim: int = Field(768, validation_alias="PROCESSING_EMBEDDING_DIM")
     dims_raw: str = Field("", validation_alias="CLIP_MODEL_DIMS")
     runtime: Literal["auto", "torch", "onnx"] = Field("auto", validation_alias="MINDSIGHT_CLIP_RUNTIME")
-    precision: Literal["fp32", "int8"] = Field("fp32", validation_alias="MINDSIGHT_CLIP_PRECISION")
+    precision: Literal["auto", "fp32", "int8"] = Field("auto", validation_alias="MINDSIGHT_CLIP_PRECISION")
+    """auto: the verified int8 ONNX export on CPU when `mindsight models download` made one, else fp32 (and
+    always fp32 on GPU); int8 requires that export; fp32 opts out of int8."""
     max_text_tokens: int = Field(77, validation_alias="MINDSIGHT_MAX_TEXT_TOKENS")
 
     def specs(self) -> list[ClipModelSpec]:
@@ -165,6 +170,9 @@ class CaptionSettings(_Group):
     model_name: str = Field("Salesforce/blip-image-captioning-base", validation_alias="CAPTION_MODEL_NAME")
     max_length: int = Field(64, validation_alias="CAPTION_MAX_LENGTH")
     num_beams: int = Field(1, validation_alias="CAPTION_NUM_BEAMS")
+    precision: Literal["auto", "fp32", "int8"] = Field("auto", validation_alias="MINDSIGHT_CAPTION_PRECISION")
+    """auto: torch dynamic int8 on CPU once it passes its check against fp32 at load, fp32 on GPU; int8:
+    the same on CPU (refused on GPU); fp32 opts out."""
 
 
 class FaceSettings(_Group):

@@ -9,16 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image
-from skimage import data
 
-from mindsight.cli.main import cli
 from shared.models.clip.onnx_backend import OnnxClip
-from shared.models.clip.registry import ClipFamily, ClipModel, load_clip_models
+from shared.models.clip.registry import ClipFamily, ClipModel
 from shared.models.onnx.manifest import MANIFEST_NAME, read_manifest
 from shared.settings import Settings
 from tests.fixtures.clip_models import TINY_CLIP_DIM
+from tests.fixtures.multilingual_clip import clip_loader, exported_clip_env, sample_photos
 
 QUERIES = ["一只猫", "海边的日落", "体育场内举办一场大型活动，观众很多。", "a cat 在海边", "", "猫" * 200]
 
@@ -26,32 +23,12 @@ QUERIES = ["一只猫", "海边的日落", "体育场内举办一场大型活动
 @pytest.fixture(scope="module")
 def cn_env(tiny_chinese_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The tiny Chinese-CLIP as label cn, exported once (fp32 and int8) into this env's models dir."""
-    env = {
-        "CLIP_MODELS": f"cn={tiny_chinese_clip_dir}",
-        "PROCESSING_DEFAULT_MODEL": "cn",
-        "PROCESSING_EMBEDDING_DIM": str(TINY_CLIP_DIM),
-        "CLIP_MODEL_DIMS": "",
-        "MINDSIGHT_OFFLINE": "1",
-        "MINDSIGHT_MODELS_DIR": str(tmp_path_factory.mktemp("models")),
-    }
-    args = ["--env-file", "/dev/null", "models", "export", "--all", "--int8"]
-    result = CliRunner().invoke(cli, args, env=env)
-    assert result.exit_code == 0, result.output
-    assert "fp32 export ready" in result.output and "int8 export ready" in result.output
-    return env
+    return exported_clip_env("cn", tiny_chinese_clip_dir, tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
 def load(make_settings: Callable[..., Settings], cn_env: dict[str, str]) -> Callable[..., ClipModel]:
-    def build(**env: str) -> ClipModel:
-        settings = make_settings(**{**cn_env, **env})
-        return load_clip_models(settings.clip, settings.store, device="cpu", threads=1)["cn"]
-
-    return build
-
-
-def _photos() -> list[Image.Image]:
-    return [Image.fromarray(getattr(data, name)()) for name in ("astronaut", "chelsea", "coffee")]
+    return clip_loader(make_settings, cn_env, "cn")
 
 
 def _cosines(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
@@ -80,7 +57,7 @@ def test_onnx_matches_torch_on_photos_and_chinese_queries(
     backbone = onnx_model.backbone
     assert isinstance(backbone, OnnxClip)
     np.testing.assert_array_equal(backbone.tokenize(QUERIES).ids, torch_model.backbone.tokenize(QUERIES).ids)
-    photos = _photos()
+    photos = sample_photos()
     image = _cosines(onnx_model.image.predict(photos), torch_model.image.predict(photos))
     text = _cosines(onnx_model.text.predict(QUERIES), torch_model.text.predict(QUERIES))
     singles = [onnx_model.text.predict([q])[0] for q in QUERIES]

@@ -82,6 +82,7 @@ def onnx_models(
             **tiny_clip_env,
             "MINDSIGHT_MODELS_DIR": str(exports.models_dir),
             "MINDSIGHT_CLIP_RUNTIME": "onnx",
+            "MINDSIGHT_CLIP_PRECISION": "fp32",  # auto would take the int8 exports (tests/test_cpu_int8.py)
         }
         settings = make_settings(**{**base, **env})
         return load_clip_models(settings.clip, settings.store, device="cpu", threads=1)

@@ -64,6 +64,7 @@ def store_env(
 def test_download_skips_what_is_present_where_the_loaders_look(
     store_env: dict[str, str], make_settings: Callable[..., Settings]
 ) -> None:
+    store_env = {**store_env, "MINDSIGHT_CLIP_PRECISION": "fp32"}  # int8 exports: tests/test_cpu_int8.py
     code, out = invoke(store_env, "download")
     models = Path(store_env["MINDSIGHT_MODELS_DIR"])
     assert code == 0, out

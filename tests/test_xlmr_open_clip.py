@@ -14,16 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from PIL import Image
-from skimage import data
 
-from mindsight.cli.main import cli
 from shared.models.clip.openclip_backend import OpenClip
-from shared.models.clip.registry import ClipFamily, ClipModel, load_clip_models
+from shared.models.clip.registry import ClipFamily, ClipModel
 from shared.models.onnx.manifest import MANIFEST_NAME, read_manifest
 from shared.settings import Settings
 from tests.fixtures.clip_models import TINY_CLIP_DIM
+from tests.fixtures.multilingual_clip import clip_loader, exported_clip_env, sample_photos
 
 QUERIES = ["一只猫", "海边的日落", "a photo of a cat on the beach", "ein Foto einer Katze", "", "猫 " * 100]
 
@@ -31,31 +28,12 @@ QUERIES = ["一只猫", "海边的日落", "a photo of a cat on the beach", "ein
 @pytest.fixture(scope="module")
 def xl_env(tiny_xlmr_open_clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The tiny XLM-R CLIP as label xl, exported once (fp32 and int8) into this env's models dir."""
-    env = {
-        "CLIP_MODELS": f"xl={tiny_xlmr_open_clip_dir}",
-        "PROCESSING_DEFAULT_MODEL": "xl",
-        "PROCESSING_EMBEDDING_DIM": str(TINY_CLIP_DIM),
-        "CLIP_MODEL_DIMS": "",
-        "MINDSIGHT_OFFLINE": "1",
-        "MINDSIGHT_MODELS_DIR": str(tmp_path_factory.mktemp("models")),
-    }
-    args = ["--env-file", "/dev/null", "models", "export", "--all", "--int8"]
-    result = CliRunner().invoke(cli, args, env=env)
-    assert result.exit_code == 0, result.output
-    return env
+    return exported_clip_env("xl", tiny_xlmr_open_clip_dir, tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
 def load(make_settings: Callable[..., Settings], xl_env: dict[str, str]) -> Callable[..., ClipModel]:
-    def build(**env: str) -> ClipModel:
-        settings = make_settings(**{**xl_env, **env})
-        return load_clip_models(settings.clip, settings.store, device="cpu", threads=1)["xl"]
-
-    return build
-
-
-def _photos() -> list[Image.Image]:
-    return [Image.fromarray(getattr(data, name)()) for name in ("astronaut", "chelsea", "coffee")]
+    return clip_loader(make_settings, xl_env, "xl")
 
 
 def test_loads_and_embeds_with_the_trained_context(load: Callable[..., ClipModel]) -> None:
@@ -64,7 +42,7 @@ def test_loads_and_embeds_with_the_trained_context(load: Callable[..., ClipModel
     backbone = model.backbone
     assert isinstance(backbone, OpenClip)
     assert backbone.context_length == 77  # text_cfg's, not the 514 positions XLM-R reports
-    for v in model.image.predict(_photos()) + model.text.predict(QUERIES):
+    for v in model.image.predict(sample_photos()) + model.text.predict(QUERIES):
         assert v.shape == (TINY_CLIP_DIM,) and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
     unk = backbone._tokenizer.tokenizer.unk_token_id
     tokens = backbone.tokenize(QUERIES[:4])
@@ -113,7 +91,7 @@ def test_onnx_matches_torch(load: Callable[..., ClipModel], precision: str, floo
     np.testing.assert_array_equal(
         onnx_model.backbone.tokenize(QUERIES).ids, torch_model.backbone.tokenize(QUERIES).ids
     )
-    photos = _photos()
+    photos = sample_photos()
     pairs = [
         (onnx_model.image.predict(photos), torch_model.image.predict(photos)),
         (onnx_model.text.predict(QUERIES), torch_model.text.predict(QUERIES)),

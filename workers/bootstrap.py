@@ -49,7 +49,7 @@ def _torch_needed(settings: Settings, capabilities: list[Capability]) -> bool:
         return True
     if not {Capability.CLIP, Capability.TEXT} & set(capabilities):
         return False
-    return clip_needs_torch(settings.clip, settings.store)
+    return clip_needs_torch(settings.clip, settings.store, settings.worker.device)
 
 
 def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capability]) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import redis
 
 from shared.errors import ConfigError
 from shared.redaction import redact
@@ -20,6 +21,15 @@ def settings_from(ctx: click.Context) -> Settings:
     root = ctx.find_root()
     env_file = (root.obj or {}).get("env_file", ".env")
     return load_settings(env_file)
+
+
+def cli_redis(settings: Settings) -> redis.Redis:
+    """The Redis client of every CLI command: it gives up after MINDSIGHT_CLI_REDIS_TIMEOUT_S, never hangs.
+
+    A timeout or refused connection becomes one line at the root group (main.LazyGroup.invoke).
+    """
+    timeout = settings.redis.cli_timeout_s
+    return redis.Redis.from_url(settings.redis.url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
 def config_errors_exit(fn: F) -> F:

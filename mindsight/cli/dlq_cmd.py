@@ -8,11 +8,10 @@ from dataclasses import asdict
 from typing import Any
 
 import click
-import redis
 from rich.console import Console
 from rich.table import Table
 
-from mindsight.cli.common import config_errors_exit, settings_from
+from mindsight.cli.common import cli_redis, config_errors_exit, settings_from
 from shared.dead_letter import DeadLetterQueue, StoredLetter
 from shared.settings import Settings
 from workers.dispatch import Dispatcher
@@ -24,7 +23,7 @@ QUEUE_CHOICE = click.Choice(["photo", "text", "all"])
 
 def _queues(settings: Settings, which: str) -> list[tuple[str, DeadLetterQueue, str]]:
     """(kind, dead-letter queue, source list for legacy entries) for the selected queues."""
-    conn = redis.Redis.from_url(settings.redis.url)
+    conn = cli_redis(settings)
     out = []
     if which in ("photo", "all"):
         out.append(("photo", DeadLetterQueue(conn, settings.redis.photo_dlq), settings.redis.photo_queue))

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import redis
 
-from mindsight.cli.common import config_errors_exit, settings_from
+from mindsight.cli.common import cli_redis, config_errors_exit, settings_from
 from services.gallery.uploads import IMAGE_SUFFIXES
 from shared.errors import GalleryAuthError, GalleryRejected, GalleryUnavailable
 from shared.gallery_client import GalleryClient
@@ -42,7 +42,7 @@ def collect_images(paths: Iterable[Path]) -> list[Path]:
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    client = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3, socket_timeout=10)
+    client = cli_redis(settings)
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:

@@ -9,7 +9,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from mindsight.cli.common import config_errors_exit, settings_from
+from mindsight.cli.common import cli_redis, config_errors_exit, settings_from
 from shared.payloads import Capability
 from workers.delivery.stuck_jobs import PLACES, find, remove
 
@@ -17,7 +17,7 @@ CAPABILITY = click.Choice([c.value for c in Capability])
 
 
 def _connect(ctx: click.Context) -> redis.Redis:
-    return redis.Redis.from_url(settings_from(ctx).redis.url, socket_connect_timeout=3)
+    return cli_redis(settings_from(ctx))
 
 
 def _caps(capability: str | None) -> list[Capability]:

@@ -39,7 +39,9 @@ def export(
     unknown = [label for label in labels if label not in specs]
     if unknown:
         raise click.UsageError(f"not in CLIP_MODELS: {', '.join(unknown)} (configured: {', '.join(specs)})")
-    missing = [m for m in ("torch", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    from shared.models.onnx.export import EXPORT_DEPENDENCIES
+
+    missing = [m for m in EXPORT_DEPENDENCIES if importlib.util.find_spec(m) is None]
     if missing:  # the slim image: it runs exports but cannot make them
         raise click.ClickException(
             f"export needs the torch extra (missing {', '.join(missing)}): install mindsight-ml[torch], or "
@@ -74,7 +76,11 @@ def export(
 @click.pass_context
 @config_errors_exit
 def download(ctx: click.Context, clip: bool, caption: bool, face: bool, all_kinds: bool) -> None:
-    """Fetch the configured models to where the workers load them from; present ones are skipped."""
+    """Fetch the configured models to where the workers load them from; present ones are skipped.
+
+    On a CPU deployment it also makes each CLIP model's int8 ONNX export, checked against fp32, which the
+    workers then use (MINDSIGHT_CLIP_PRECISION=auto); a failed check keeps fp32 and is reported loudly.
+    """
     from shared.models.store.download import DownloadError, fetch, plan
 
     settings = settings_from(ctx)
@@ -92,8 +98,30 @@ def download(ctx: click.Context, clip: bool, caption: bool, face: bool, all_kind
             failures += 1
             continue
         click.echo(f"{outcome.status:8s} {wanted.kind:7s} {wanted.name}: {outcome.detail}")
+    if "clip" in wanted_kinds and not failures:
+        _cpu_int8(settings)
     if failures:
         raise SystemExit(1)
+
+
+def _cpu_int8(settings: Any) -> None:
+    """The int8 CLIP exports of a CPU deployment; a model left on fp32 gets a banner, not a failed exit,
+    so the workers still start (on fp32)."""
+    from shared.models.onnx.cpu_int8 import ensure_cpu_int8, int8_not_wanted
+
+    reason = int8_not_wanted(settings)
+    if reason is not None:
+        click.echo(f"int8 CLIP exports not made: {reason}", err=True)
+        return
+    for outcome in ensure_cpu_int8(settings, progress=lambda line: click.echo(f"  {line}", err=True)):
+        click.echo(f"{outcome.status:8s} int8    {outcome.label}: {outcome.detail}")
+        if outcome.loud:
+            bar = "!" * 100
+            click.echo(
+                f"{bar}\nWARNING: CLIP model {outcome.label} has NO int8 export and runs fp32 on this CPU "
+                f"(slower): {outcome.detail}\n{bar}",
+                err=True,
+            )
 
 
 @models.command("ls")

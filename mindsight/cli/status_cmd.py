@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 from rq.worker import Worker
 
-from mindsight.cli.common import config_errors_exit, settings_from
+from mindsight.cli.common import cli_redis, config_errors_exit, settings_from
 from shared.lanes import lanes_for
 from shared.payloads import Capability
 from shared.queues import CONSUMERS_SET, consumer_heartbeat, processing_list, router_unhealthy
-from shared.redaction import redact_url
+from shared.redaction import redact, redact_url
 from shared.settings import Settings
 from workers.delivery.gallery_health import describe_trouble, read_trouble
 from workers.dispatch import rq_queue
@@ -93,7 +93,7 @@ def _trouble(conn: redis.Redis, queues: list[dict[str, Any]]) -> dict[str, Any] 
 def status(ctx: click.Context, as_json: bool) -> None:
     """Queue depths, jobs running and failed, dead letters, live routers and workers."""
     settings = settings_from(ctx)
-    conn = redis.Redis.from_url(settings.redis.url, socket_connect_timeout=3)
+    conn = cli_redis(settings)
     try:
         data = collect(conn, settings)
     except redis.RedisError as exc:
@@ -174,8 +174,9 @@ def healthcheck(port: int, url: str | None, timeout: float) -> None:
     try:
         with urllib.request.urlopen(target, timeout=timeout) as resp:  # noqa: S310 (local probe)
             ok = resp.status == 200
-    except (urllib.error.URLError, OSError) as exc:
-        click.echo(f"unhealthy: {target}: {exc}", err=True)
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot read
+        # Both parts masked: urllib's message may repeat the URL (or the userinfo it took for a host name).
+        click.echo(f"unhealthy: {redact_url(target)}: {redact(str(exc))}", err=True)
         raise SystemExit(1) from exc
     if not ok:
         raise SystemExit(1)

@@ -5,6 +5,8 @@ stored answer and changes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,17 +20,35 @@ from services.gallery.store import GalleryStore, NewFace
 
 router = APIRouter(prefix="/api/internal", dependencies=[Depends(require_internal)], tags=["internal"])
 
+Answer = dict[str, Any] | JSONResponse
 
-@router.post("/photos/{photo_id}/ml_result", response_model=None)
-def post_ml_result(
-    photo_id: int,
-    body: MlResultIn,
+
+@dataclass(frozen=True)
+class Callback:
+    """What every internal callback needs besides its path id and body: the store and its repeat key."""
+
+    request: Request
+    store: GalleryStore
+    key: str | None
+
+    def once(self, apply: Callable[[GalleryStore], dict[str, Any]]) -> Answer:
+        """Run `apply` on the store, unless this Idempotency-Key was answered before."""
+        return answer_once(self.request, self.key, lambda: apply(self.store))
+
+
+def callback(
     request: Request,
     store: GalleryStore = Depends(get_store),
     key: str | None = Depends(idempotency_key),
-) -> dict[str, Any] | JSONResponse:
+) -> Callback:
+    """FastAPI dependency: the Callback of this request."""
+    return Callback(request, store, key)
+
+
+@router.post("/photos/{photo_id}/ml_result", response_model=None)
+def post_ml_result(photo_id: int, body: MlResultIn, call: Callback = Depends(callback)) -> Answer:
     """Upsert one (photo, model, modality) result; the same callback twice stores one row."""
-    return answer_once(request, key, lambda: _store_ml_result(store, photo_id, body))
+    return call.once(lambda store: _store_ml_result(store, photo_id, body))
 
 
 def _store_ml_result(store: GalleryStore, photo_id: int, body: MlResultIn) -> dict[str, Any]:
@@ -46,15 +66,9 @@ def _store_ml_result(store: GalleryStore, photo_id: int, body: MlResultIn) -> di
 
 
 @router.post("/photos/{photo_id}/faces", response_model=None)
-def post_faces(
-    photo_id: int,
-    body: FacesIn,
-    request: Request,
-    store: GalleryStore = Depends(get_store),
-    key: str | None = Depends(idempotency_key),
-) -> dict[str, Any] | JSONResponse:
+def post_faces(photo_id: int, body: FacesIn, call: Callback = Depends(callback)) -> Answer:
     """Replace the photo's faces; an empty list records "processed, no face"."""
-    return answer_once(request, key, lambda: _store_faces(store, photo_id, body))
+    return call.once(lambda store: _store_faces(store, photo_id, body))
 
 
 def _store_faces(store: GalleryStore, photo_id: int, body: FacesIn) -> dict[str, Any]:
@@ -73,17 +87,11 @@ def _store_faces(store: GalleryStore, photo_id: int, body: FacesIn) -> dict[str,
 
 
 @router.post("/text_queries/{request_id}", response_model=None)
-def post_text_query(
-    request_id: int,
-    body: TextQueryIn,
-    request: Request,
-    store: GalleryStore = Depends(get_store),
-    key: str | None = Depends(idempotency_key),
-) -> dict[str, Any] | JSONResponse:
+def post_text_query(request_id: int, body: TextQueryIn, call: Callback = Depends(callback)) -> Answer:
     """Store the embedding of one text-search request."""
 
-    def apply() -> dict[str, Any]:
+    def apply(store: GalleryStore) -> dict[str, Any]:
         store.text_queries.upsert(request_id, body.model, body.embedding)
         return {"ok": True, "request_id": request_id, "dim": len(body.embedding)}
 
-    return answer_once(request, key, apply)
+    return call.once(apply)

@@ -1,4 +1,8 @@
-"""BLIP image captioning (transformers `BlipForConditionalGeneration`), one `generate` call per batch."""
+"""BLIP image captioning (transformers `BlipForConditionalGeneration`), one `generate` call per batch.
+
+On CPU it runs int8 by default (MINDSIGHT_CAPTION_PRECISION=auto, see blip_int8.py) once int8 passes its
+check against fp32 at load; fp32 otherwise, and always on GPU.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,13 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from shared.errors import ConfigError
 from shared.models.base import Captioner, RuntimeInfo
+from shared.models.caption.blip_int8 import (
+    MIN_LOGITS_COSINE,
+    MIN_TOKEN_AGREEMENT,
+    Int8CaptionCheck,
+    check_int8,
+    quantize_blip,
+)
 from shared.models.store.source import hub_offline, parse_source
 from shared.settings import CaptionSettings, ModelStoreSettings
 
@@ -54,6 +65,7 @@ class BlipCaptioner(Captioner):
         max_length: int = 64,
         num_beams: int = 1,
         local_files_only: bool = False,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         if max_length < 2:
@@ -61,7 +73,17 @@ class BlipCaptioner(Captioner):
             raise ConfigError(f"CAPTION_MAX_LENGTH must be at least 2, got {max_length}")
         if num_beams < 1:
             raise ConfigError(f"CAPTION_NUM_BEAMS must be at least 1, got {num_beams}")
+        if precision not in ("auto", "fp32", "int8"):
+            raise ConfigError(f"MINDSIGHT_CAPTION_PRECISION must be auto, fp32 or int8, got {precision!r}")
+        if precision == "int8" and not device.startswith("cpu"):
+            raise ConfigError(
+                f"MINDSIGHT_CAPTION_PRECISION=int8 runs on the CPU only, but captions run on {device}; "
+                "set it to auto (fp32 on GPU) or set MINDSIGHT_DEVICE=cpu"
+            )
         self.source = source
+        self.wanted_precision = precision
+        self.precision = "fp32"
+        self.int8_check: Int8CaptionCheck | None = None
         self.device = device
         self.max_length = max_length
         self.num_beams = num_beams
@@ -86,7 +108,24 @@ class BlipCaptioner(Captioner):
             ) from exc
         self._processor = processor
         self._model = model.to(self.device).eval()
-        log.info("caption model %s loaded on %s", self.source, self.device)
+        if self.wanted_precision != "fp32" and self.device.startswith("cpu"):
+            self._to_int8()
+        log.info("caption model %s loaded on %s (%s)", self.source, self.device, self.precision)
+
+    def _to_int8(self) -> None:
+        """Swap in the int8 model when it passes its check against fp32; say loudly when it does not."""
+        quantized = quantize_blip(self._model)
+        check = check_int8(self._model, quantized, self._processor)
+        self.int8_check = check
+        if check.passed:
+            self._model, self.precision = quantized, "int8"
+            log.info("caption model %s: int8 passed its check against fp32: %s", self.source, check.as_dict())
+            return
+        log.warning(
+            "caption model %s: int8 FAILED its check against fp32 (needs token agreement >= %s and logits "
+            "cosine >= %s): %s; captions stay fp32 (slower). MINDSIGHT_CAPTION_PRECISION=fp32 skips it",
+            self.source, MIN_TOKEN_AGREEMENT, MIN_LOGITS_COSINE, check.as_dict(),
+        )  # fmt: skip
 
     def _predict(self, batch: list[Image.Image]) -> list[str]:
         pixels = self._processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
@@ -102,8 +141,13 @@ class BlipCaptioner(Captioner):
         return RuntimeInfo(
             runtime="torch",
             device=self.device,
-            precision="fp32",
-            extra={"source": self.source, "max_length": self.max_length, "num_beams": self.num_beams},
+            precision=self.precision,
+            extra={
+                "source": self.source,
+                "max_length": self.max_length,
+                "num_beams": self.num_beams,
+                **({"int8_check": self.int8_check.as_dict()} if self.int8_check else {}),
+            },  # fmt: skip
         )
 
 
@@ -116,6 +160,7 @@ def load_captioner(caption: CaptionSettings, store: ModelStoreSettings, device: 
         max_length=caption.max_length,
         num_beams=caption.num_beams,
         local_files_only=store.offline,
+        precision=caption.precision,
     )
     captioner.load()
     return captioner

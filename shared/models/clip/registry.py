@@ -18,7 +18,7 @@ from shared.device import DevicePref, onnx_providers, set_threads
 from shared.errors import ConfigError
 from shared.models.base import ImageEmbedder, RuntimeInfo, TextEmbedder
 from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder
-from shared.models.clip.runtime import OnnxChoice, choose_onnx_export
+from shared.models.clip.runtime import OnnxChoice, choose_onnx_export, expects_gpu
 from shared.models.store.source import MODELS_FIX, ClipFamily, ModelSource, hub_offline, parse_source
 from shared.settings import ClipSettings, ModelStoreSettings
 
@@ -100,7 +100,8 @@ def load_clip_model(
     towers: Collection[str] = TOWERS,
 ) -> ClipModel:
     """One CLIP model on the runtime MINDSIGHT_CLIP_RUNTIME (or `runtime`) selects for it, loaded."""
-    choice = choose_onnx_export(label, source, clip, store, runtime or clip.runtime)
+    gpu = expects_gpu(device, device_pref or ("auto" if device.startswith("cuda") else "cpu"))
+    choice = choose_onnx_export(label, source, clip, store, runtime or clip.runtime, gpu=gpu)
     if choice is not None:
         return _load_onnx(label, choice, clip, device, threads, device_pref, towers)
     set_threads(threads)

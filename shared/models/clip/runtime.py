@@ -9,11 +9,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.device import CUDA_PROVIDER, DevicePref, onnx_providers
 from shared.errors import ConfigError
 from shared.models.onnx.manifest import (
     OnnxManifest,
+    Precision,
     default_export_root,
     export_dir,
+    is_onnx_export,
     read_manifest,
 )
 from shared.models.store.source import ClipFamily, parse_source
@@ -37,9 +40,13 @@ def export_command(label: str, precision: str) -> str:
 
 
 def choose_onnx_export(
-    label: str, source: str, clip: ClipSettings, store: ModelStoreSettings, runtime: str
+    label: str, source: str, clip: ClipSettings, store: ModelStoreSettings, runtime: str, *, gpu: bool = False
 ) -> OnnxChoice | None:
-    """The export to load for `label`, or None for the torch backends; ConfigError when onnx cannot be met."""
+    """The export to load for `label`, or None for the torch backends; ConfigError when onnx cannot be met.
+
+    MINDSIGHT_CLIP_PRECISION=auto takes the int8 export on CPU (`gpu` False) when its manifest says it
+    passed its checks against fp32 and it was made from this source; otherwise it is fp32.
+    """
     if runtime not in ("auto", "torch", "onnx"):
         raise ConfigError(f"MINDSIGHT_CLIP_RUNTIME must be auto, torch or onnx, got {runtime!r}")
     parsed = parse_source(source, store.models_dir, "clip", label)
@@ -56,16 +63,21 @@ def choose_onnx_export(
                 "MINDSIGHT_CLIP_RUNTIME=auto or onnx (or MINDSIGHT_CLIP_PRECISION=fp32)"
             )
         return None
-    folder = export_dir(default_export_root(store.models_dir), label, clip.precision)
-    command = export_command(label, clip.precision)
-    if clip.precision not in parsed.exports:
+    if clip.precision == "auto" and not gpu:
+        verified = verified_int8_export(label, source, store)
+        if verified is not None:
+            return verified
+    precision: Precision = "int8" if clip.precision == "int8" else "fp32"
+    folder = export_dir(default_export_root(store.models_dir), label, precision)
+    command = export_command(label, precision)
+    if precision not in parsed.exports:
         if runtime == "onnx":
             raise ConfigError(
-                f"MINDSIGHT_CLIP_RUNTIME=onnx but CLIP model {label!r} has no {clip.precision} ONNX export "
+                f"MINDSIGHT_CLIP_RUNTIME=onnx but CLIP model {label!r} has no {precision} ONNX export "
                 f"at {folder}: run `{command}` (with the torch extra installed) or set "
                 "MINDSIGHT_CLIP_RUNTIME=auto"
             )
-        level = logging.WARNING if clip.precision == "int8" else logging.INFO
+        level = logging.WARNING if precision == "int8" else logging.INFO
         log.log(level, "CLIP model %s: no ONNX export at %s, using torch fp32 (`%s`)", label, folder, command)
         return None
     manifest = read_manifest(folder)
@@ -81,7 +93,44 @@ def choose_onnx_export(
     return OnnxChoice(folder, source, manifest)
 
 
-def clip_needs_torch(clip: ClipSettings, store: ModelStoreSettings) -> bool:
+def verified_int8_export(label: str, source: str, store: ModelStoreSettings) -> OnnxChoice | None:
+    """The int8 export of `label` when it exists, was made from `source` and passed its checks against
+    fp32; None (with a warning saying why and what to run) otherwise."""
+    folder = export_dir(default_export_root(store.models_dir), label, "int8")
+    if not is_onnx_export(folder):
+        log.warning(
+            "CLIP model %s: no int8 export at %s, so fp32 runs on this CPU; `mindsight models download` "
+            "makes and checks one (MINDSIGHT_CLIP_PRECISION=fp32 silences this)", label, folder,
+        )  # fmt: skip
+        return None
+    try:
+        manifest = read_manifest(folder)
+    except ConfigError as exc:
+        log.warning("CLIP model %s: int8 export unusable (%s); fp32 runs", label, exc)
+        return None
+    checks = manifest.checks
+    if manifest.source != source or checks.get("passed") is not True:
+        why = "was made from " + repr(manifest.source) if manifest.source != source else "has no passed check"
+        log.warning(
+            "CLIP model %s: the int8 export %s %s; fp32 runs (`mindsight models download` redoes it)",
+            label, folder, why,
+        )  # fmt: skip
+        return None
+    image = checks.get("image_cosine_vs_fp32", {})
+    log.info("CLIP model %s: int8 on CPU (image cosine to fp32 at export: min %s)", label, image.get("min"))
+    return OnnxChoice(folder, source, manifest)
+
+
+def expects_gpu(device: str, pref: DevicePref) -> bool:
+    """Whether CLIP runs on a GPU: torch's resolved `device`, or onnxruntime offering CUDA for `pref`."""
+    return device.startswith("cuda") or onnx_providers(pref)[0] == CUDA_PROVIDER
+
+
+def clip_needs_torch(clip: ClipSettings, store: ModelStoreSettings, pref: DevicePref = "cpu") -> bool:
     """True unless every configured CLIP model will run from an ONNX export (then torch is never
     imported: importing it alone costs ~0.5 GB of RSS)."""
-    return any(choose_onnx_export(s.label, s.source, clip, store, clip.runtime) is None for s in clip.specs())
+    gpu = expects_gpu("cpu", pref)
+    return any(
+        choose_onnx_export(spec.label, spec.source, clip, store, clip.runtime, gpu=gpu) is None
+        for spec in clip.specs()
+    )

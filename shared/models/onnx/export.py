@@ -24,11 +24,15 @@ from shared.models.onnx.manifest import OnnxManifest, Precision, export_dir, wri
 from shared.models.store.source import ClipFamily, parse_source
 from shared.settings import ClipSettings, ModelStoreSettings
 
+EXPORT_DEPENDENCIES = ("torch", "onnx", "onnxscript")
+"""What making an export imports (the torch extra); the slim image lacks them and only runs exports."""
 DEFAULT_OPSET = 18
 FP32_MIN_COSINE = 0.9999
 """An fp32 export below this cosine to torch on any check photo or text is refused."""
 INT8_MIN_COSINE = 0.99
-"""Floor for int8 vs fp32: below it quantisation broke the model rather than rounded it (typical: 0.9997)."""
+"""Floor for int8 vs fp32, per check photo (image) and per check text: below it quantisation broke the model
+rather than rounded it (typical: 0.9997 on ViT-B/32 and ViT-L/14). A failed check installs nothing, so the
+workers keep fp32."""
 QUANTIZATION = {"op_types": ["MatMul"], "reduce_range": True, "per_channel": True, "weight_type": "QInt8"}
 """Dynamic int8 of the MatMul weights only. reduce_range (7-bit weights) avoids the VPMADDUBSW overflow of
 AVX2 CPUs without VNNI; per-channel scales bring ViT-B-32's cosine to fp32 from 0.9996 to 0.9998 at no
