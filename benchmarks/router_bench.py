@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -30,8 +31,8 @@ from shared.embedded_redis import EmbeddedRedis
 SOURCE = "photo_tasks"
 STAGED = "bench:router:staged"
 TASKS = ["thumbnail", "clip", "face"]
-CAPABILITIES = ("clip", "face")
-"""What the router makes of TASKS (captions off: the backend's default job)."""
+CAPABILITIES = ("clip", "caption", "face")
+"""What the router makes of TASKS with the default settings (captions on: `clip` implies a caption)."""
 
 
 def log(message: str) -> None:
@@ -50,7 +51,6 @@ def router_env(url: str, extra: dict[str, str]) -> dict[str, str]:
         {
             "REDIS_URL": url,
             "REDIS_QUEUE_NAME": SOURCE,
-            "MINDSIGHT_CAPTION_ENABLED": "false",
             "MINDSIGHT_LOG_LEVEL": "WARNING",
             "PROCESSING_INTERNAL_TOKEN": "bench-router",
             "MINDSIGHT_OFFLINE": "1",
@@ -84,12 +84,27 @@ def _processing_keys(consumers: list[str]) -> list[str]:
     return [processing_list(SOURCE, cid) for cid in consumers]
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _redis_cpu_s(conn: redis.Redis) -> float:
+    info = conn.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def _blocked_clients(conn: redis.Redis) -> int:
     return int(conn.info("clients")["blocked_clients"])
 
 
 def measure(url: str, photos: int, routers: int, env: dict[str, str], timeout_s: float) -> dict[str, Any]:
     """One run: `routers` router processes, `photos` payloads; photos/s until all are jobs."""
+    from shared.lanes import lanes_for
     from shared.payloads import Capability
     from workers.dispatch import rq_queue
 
@@ -116,6 +131,8 @@ def measure(url: str, photos: int, routers: int, env: dict[str, str], timeout_s:
             time.sleep(0.05)
         load = load_average()
         keys = _processing_keys(consumers)
+        cpu_before = [_cpu_s(p.pid) for p in procs]
+        redis_before = _redis_cpu_s(conn)
         started = time.perf_counter()
         conn.rename(STAGED, SOURCE)
         while True:
@@ -129,6 +146,8 @@ def measure(url: str, photos: int, routers: int, env: dict[str, str], timeout_s:
                 raise RuntimeError(f"not done after {timeout_s:.0f}s")
             time.sleep(0.002)
         elapsed = time.perf_counter() - started
+        router_cpu = sum(_cpu_s(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
+        redis_cpu = _redis_cpu_s(conn) - redis_before
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -140,13 +159,14 @@ def measure(url: str, photos: int, routers: int, env: dict[str, str], timeout_s:
                 p.wait()
     counts: Counter[str] = Counter()
     jobs = 0
-    for cap in CAPABILITIES:
-        queue = rq_queue(conn, Capability(cap))
-        for job in queue.get_jobs():
-            jobs += 1
-            for item in job.args[0]["payloads"]:
-                counts[f"{cap}:{item['photo_id']}"] += 1
-    complete = len(counts) == photos * len(CAPABILITIES) and set(counts.values()) == {1}
+    for cap in Capability:  # every queue, so a job where none was expected shows too
+        for lane in lanes_for(cap):
+            for job in rq_queue(conn, cap, lane).get_jobs():
+                jobs += 1
+                for item in job.args[0]["payloads"]:
+                    counts[f"{cap.value}:{item['photo_id']}"] += 1
+    expected = {f"{cap}:{pid}" for cap in CAPABILITIES for pid in range(1, photos + 1)}
+    complete = counts.keys() == expected and set(counts.values()) == {1}
     return {
         "routers": routers,
         "photos": photos,
@@ -154,6 +174,8 @@ def measure(url: str, photos: int, routers: int, env: dict[str, str], timeout_s:
         "photos_per_s": round(photos / elapsed, 1),
         "jobs": jobs,
         "complete": complete,
+        "router_cpu_ms_per_1000": round(1e6 * router_cpu / photos, 1),
+        "redis_cpu_ms_per_1000": round(1e6 * redis_cpu / photos, 1),
         "load_average_before": load,
         "load_average_after": load_average(),
     }
@@ -180,12 +202,16 @@ def run(
     lines = [
         f"Router rate: {photos} photo payloads {TASKS}, no workers; {machine_line(machine)}",
         "",
-        "| routers | photos/s (best) | runs: photos/s (load 1m before) |",
-        "|---|---|---|",
+        "| routers | photos/s (best) | runs: photos/s (load 1m before) | CPU ms per 1,000 photos: "
+        "routers / redis-server (median) |",
+        "|---|---|---|---|",
     ]
     for n in router_counts:
-        mine = [f"{r['photos_per_s']:.0f} ({r['load_average_before'][0]})" for r in runs if r["routers"] == n]
-        lines.append(f"| {n} | {best[n]:.0f} | {', '.join(mine)} |")
+        mine = [r for r in runs if r["routers"] == n]
+        rates = ", ".join(f"{r['photos_per_s']:.0f} ({r['load_average_before'][0]})" for r in mine)
+        cpu = statistics.median(r["router_cpu_ms_per_1000"] for r in mine)
+        rcpu = statistics.median(r["redis_cpu_ms_per_1000"] for r in mine)
+        lines.append(f"| {n} | {best[n]:.0f} | {rates} | {cpu:.0f} / {rcpu:.0f} |")
     if 1 in best and 2 in best:
         lines += ["", f"two routers / one: {best[2] / best[1]:.2f}x"]
     results = {

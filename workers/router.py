@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -48,6 +49,7 @@ from shared.metrics import QUEUE_DEPTH, ROUTED
 from shared.payloads import Capability, parse_photo_job, parse_text_job
 from shared.queues import (
     CONSUMERS_SET,
+    ROUTER_CRASHES,
     all_rq_queue_names,
     consumer_heartbeat,
     processing_list,
@@ -187,33 +189,52 @@ class Router:
         """Take up to one batch from `source` and dispatch it; returns the number of payloads taken."""
         mine = processing_list(source, self.consumer_id)
         self._register()
-        first = self.connection.blmove(source, mine, block_s, "RIGHT", "LEFT")  # type: ignore[arg-type]  # redis-py stubs: bytes replies
-        if first is None:
-            return 0
-        items = [first]
-        deadline = time.monotonic() + self.worker.batch_wait_ms / 1000
         batch_size = self._batch_size(source)
+        taken = self._take(source, mine, batch_size)
+        items = taken.items
+        if not items:
+            first = self.connection.blmove(source, mine, block_s, "RIGHT", "LEFT")  # type: ignore[arg-type]  # redis-py stubs: bytes replies
+            if first is None:
+                return 0
+            taken = self._take(source, mine, batch_size - 1)
+            items = [first, *taken.items]  # type: ignore[list-item]  # redis-py stubs: bytes replies
+        deadline = time.monotonic() + self.worker.batch_wait_ms / 1000
         while len(items) < batch_size:
-            item = self.connection.lmove(source, mine, "RIGHT", "LEFT")
-            if item is not None:
-                items.append(item)
-                continue
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._workers_busy(source):
+            if remaining <= 0 or not taken.workers_busy:
                 break
             item = self.connection.blmove(source, mine, max(remaining, 0.01), "RIGHT", "LEFT")  # type: ignore[arg-type]  # redis-py stubs: bytes replies
             if item is None:
                 break
-            items.append(item)
-        self._dispatch_isolating_suspects(source, mine, items)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
+            taken = self._take(source, mine, batch_size - len(items) - 1)
+            items += [item, *taken.items]  # type: ignore[list-item]  # redis-py stubs: bytes replies
+        self._dispatch_isolating_suspects(source, mine, items, taken.crash_record)
         return len(items)
 
-    def _dispatch_isolating_suspects(self, source: str, mine: str, items: list[bytes]) -> None:
+    def _take(self, source: str, mine: str, count: int) -> _Taken:
+        """Move up to `count` payloads from `source` to `mine` in one round trip.
+
+        Each LMOVE is atomic on its own, exactly as when sent one by one; the pipeline only saves the
+        round trips. The same round trip reads, after the moves, whether any crash record exists (so a
+        payload given back by a recovery before we moved it is seen as a suspect) and whether the
+        workers are busy (the batching wait)."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for _ in range(count):
+                pipe.lmove(source, mine, "RIGHT", "LEFT")
+            pipe.exists(ROUTER_CRASHES)
+            pipe.llen(self._busy_keys[source])
+            *moved, crash_record, busy = pipe.execute()
+        return _Taken([raw for raw in moved if raw is not None], bool(crash_record), bool(busy))
+
+    def _dispatch_isolating_suspects(
+        self, source: str, mine: str, items: list[bytes], crash_record: bool = True
+    ) -> None:
         """Dispatch `items`; payloads held by a consumer that died go alone, the other suspects back.
 
         If a suspect kills us too, our processing list then holds it and nothing else, so the next
-        recovery counts the second crash against that payload only (see poison_pills)."""
-        suspects = self.poison_pills.suspects(items)
+        recovery counts the second crash against that payload only (see poison_pills). `crash_record`
+        False means no crash record existed after the last of `items` was moved: none is a suspect."""
+        suspects = self.poison_pills.suspects(items) if crash_record else set()
         if not suspects:
             self.dispatch(source, mine, items)
             return
@@ -315,9 +336,6 @@ class Router:
             source_queue=source,
         )
 
-    def _workers_busy(self, source: str) -> bool:
-        return bool(self.connection.llen(self._busy_keys[source]))
-
     # -- housekeeping -------------------------------------------------------------------------------
     def _register(self) -> None:
         now = time.monotonic()
@@ -380,6 +398,17 @@ class Router:
         if moved:
             log.warning("router: recovered %d payload(s) from dead consumers", moved)
         return moved
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """What one `_take` round trip moved and read."""
+
+    items: list[bytes]
+    crash_record: bool
+    """A crash record existed after the moves (some payload may be a suspect)."""
+    workers_busy: bool
+    """The capability queue that means "workers are busy" held work."""
 
 
 def _original(raw: bytes) -> dict[str, Any]:
