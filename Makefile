@@ -42,9 +42,10 @@ typecheck: $(STAMP) ## mypy
 
 check: lint typecheck test ## lint + typecheck + test
 
-bench: $(STAMP) ## Throughput/latency benchmark, then fresh-upload latency during a bulk burst (docs/performance.md)
+bench: $(STAMP) ## Throughput/latency benchmark, fresh-upload latency during a bulk burst, router rate (docs/performance.md)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.run --lanes
+	$(BIN)/python -m benchmarks.router_bench
 
 bench-lanes: $(STAMP) ## Only the lane latency: uploads during a 1,000-photo bulk burst, lanes on and off
 	$(BIN)/python -m benchmarks.run --lanes

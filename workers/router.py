@@ -1,10 +1,10 @@
 """The router: consumes the backend's lists reliably and fans jobs out into the capability queues.
 
-Reliability: each payload is moved atomically (BLMOVE) from the backend list to this consumer's own
-processing list, and removed from it only in the same MULTI/EXEC that creates its RQ jobs (or its
-dead-letter entry). A router killed at any point leaves its payloads in its processing list; a live
-router gives them back to the backend list once the dead one's heartbeat key has expired. Several
-routers may run at once.
+Reliability: each payload is moved atomically (LMOVE, a batch of them per round trip; BLMOVE while the
+list is empty) from the backend list to this consumer's own processing list, and removed from it only
+in the same MULTI/EXEC that creates its RQ jobs (or its dead-letter entry). A router killed at any
+point leaves its payloads in its processing list; a live router gives them back to the backend list
+once the dead one's heartbeat key has expired. Several routers may run at once.
 
 Lanes (shared.lanes): the bulk list (REDIS_BULK_QUEUE_NAME) has its own consume thread and batch size
 (MINDSIGHT_BULK_BATCH_SIZE); its jobs, and photo jobs marked `"priority": "bulk"`, go to the capability's
