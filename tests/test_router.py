@@ -94,6 +94,31 @@ def test_backlog_is_batched_in_fifo_order(make_settings, redis_url) -> None:
     assert jobs[0].retries_left is None
 
 
+def test_a_batch_from_a_deep_backlog_costs_two_round_trips(
+    make_settings, redis_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pipeline of atomic LMOVEs (plus the crash-record and busy reads), then the MULTI/EXEC:
+    moving the payloads one by one cost a round trip each (benchmarks.router_bench measures the rate)."""
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_BATCH_SIZE="8")
+    conn.lpush("photo_tasks", *[photo(pid) for pid in range(1, 41)])
+    router.consume_once("photo_tasks", block_s=0.1)
+    monkeypatch.setattr(router, "_register", lambda: None)  # the heartbeat (once a second) is not counted
+    sent: list[bytes] = []
+    real_send = redis.connection.AbstractConnection.send_packed_command
+
+    def counting_send(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent.append(command if isinstance(command, bytes) else b"".join(command))
+        return real_send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
+    taken = [router.consume_once("photo_tasks", block_s=0.1) for _ in range(3)]
+    round_trips = list(sent)
+
+    assert taken == [8, 8, 8]
+    assert len(round_trips) == 2 * 3, [c[:60] for c in round_trips]
+    assert payload_ids(queued(conn, Capability.CLIP)) == list(range(1, 33))
+
+
 def test_single_photo_job_has_retries(make_settings, redis_url) -> None:
     router, conn = make_router(make_settings, redis_url, MINDSIGHT_MAX_RETRIES="2")
     conn.lpush("photo_tasks", photo(5, ["clip"]))
