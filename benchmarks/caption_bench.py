@@ -40,14 +40,14 @@ def run(batches: list[int], tokens: int, repeat: int) -> dict[str, Any]:
     """Build the models, check int8, time both precisions per batch size."""
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor
 
-    from shared.models.caption.blip_int8 import check_int8, quantize_blip
+    from shared.models.caption.blip_int8 import check_int8, fp32_reference, quantize_blip
     from shared.models.onnx.checks import check_photos
 
     torch.manual_seed(0)
     fp32 = BlipForConditionalGeneration(BlipConfig()).eval()
     int8 = quantize_blip(fp32)
     processor = BlipImageProcessor()  # 384 px, BLIP-base's
-    check = check_int8(fp32, int8, processor)
+    check = check_int8(int8, fp32_reference(fp32, processor))
     _, photos = check_photos()
     fixed = {"max_new_tokens": tokens, "min_new_tokens": tokens, "num_beams": 1, "do_sample": False}
     rows = []
