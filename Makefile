@@ -10,7 +10,7 @@ LOCK := $(UV) pip compile --quiet --python-platform x86_64-manylinux_2_28
 LOCK311 := $(LOCK) --python-version 3.11
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint typecheck check bench bench-lanes bench-people clean docker-build demo gpu-up k8s-render image-sizes lock
+.PHONY: help install run test test-fast lint typecheck check bench bench-caption bench-lanes bench-people bench-router clean docker-build demo gpu-up k8s-render image-sizes lock
 TARGET ?= full
 
 help: ## List targets
@@ -48,6 +48,9 @@ bench: $(STAMP) ## Throughput/latency benchmark, then fresh-upload latency durin
 
 bench-lanes: $(STAMP) ## Only the lane latency: uploads during a 1,000-photo bulk burst, lanes on and off
 	$(BIN)/python -m benchmarks.run --lanes
+
+bench-caption: $(STAMP) ## ms per BLIP caption, fp32 vs int8, BLIP-base shapes (docs/performance.md)
+	$(BIN)/python -m benchmarks.caption_bench
 
 bench-people: $(STAMP) ## People clustering at 10k/50k/200k faces + an incremental run (docs/performance.md)
 	$(BIN)/python -m benchmarks.people_bench
