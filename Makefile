@@ -10,7 +10,7 @@ LOCK := $(UV) pip compile --quiet --python-platform x86_64-manylinux_2_28
 LOCK311 := $(LOCK) --python-version 3.11
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint typecheck check bench bench-lanes bench-router bench-people clean docker-build demo gpu-up k8s-render image-sizes lock
+.PHONY: help install run test test-fast lint typecheck check bench bench-caption bench-lanes bench-people bench-router clean docker-build demo gpu-up k8s-render image-sizes lock
 TARGET ?= full
 
 help: ## List targets
@@ -49,6 +49,9 @@ bench: $(STAMP) ## Throughput/latency benchmark, fresh-upload latency during a b
 
 bench-lanes: $(STAMP) ## Only the lane latency: uploads during a 1,000-photo bulk burst, lanes on and off
 	$(BIN)/python -m benchmarks.run --lanes
+
+bench-caption: $(STAMP) ## ms per BLIP caption, fp32 vs int8, BLIP-base shapes (docs/performance.md)
+	$(BIN)/python -m benchmarks.caption_bench
 
 bench-router: $(STAMP) ## Router rate: 20,000 photo payloads to RQ jobs, no workers; one router and two (docs/performance.md)
 	$(BIN)/python -m benchmarks.router_bench

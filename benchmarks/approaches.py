@@ -2,7 +2,8 @@
 
 `1` and `2` are the baselines (benchmarks.baselines). `3` is ours with default settings and the README's
 process layout (one `mindsight worker clip` process per core); suffixes change one thing each:
-`int8` (ONNX Runtime, int8 weights), `onnx` / `torch` (runtime forced, fp32), `<N>p` (worker processes),
+`int8` (ONNX Runtime, int8 weights; also the CPU default once an int8 export exists), `onnx` / `torch`
+(runtime forced, fp32), `<N>p` (worker processes),
 `<N>t` (MINDSIGHT_THREADS per process).
 """
 
@@ -19,7 +20,7 @@ INT8_ENV = {"MINDSIGHT_CLIP_RUNTIME": "onnx", "MINDSIGHT_CLIP_PRECISION": "int8"
 
 RUNTIME_ENV = {
     "int8": INT8_ENV,
-    "onnx": {"MINDSIGHT_CLIP_RUNTIME": "onnx"},
+    "onnx": {"MINDSIGHT_CLIP_RUNTIME": "onnx", "MINDSIGHT_CLIP_PRECISION": "fp32"},  # auto would be int8
     "torch": {"MINDSIGHT_CLIP_RUNTIME": "torch"},
 }
 

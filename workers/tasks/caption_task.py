@@ -64,6 +64,11 @@ class CaptionTask(PhotoTask):
     def describe(self) -> dict[str, Any]:
         info = self.captioner.runtime_info
         return {
-            "captioner": {"source": self.caption_model, "runtime": info.runtime, "device": info.device},
+            "captioner": {
+                "source": self.caption_model,
+                "runtime": info.runtime,
+                "device": info.device,
+                "precision": info.precision,
+            },
             "text_model": {"label": self.clip.label, "source": self.clip.source},
         }

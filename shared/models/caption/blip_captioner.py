@@ -21,6 +21,7 @@ from shared.models.caption.blip_int8 import (
     MIN_TOKEN_AGREEMENT,
     Int8CaptionCheck,
     check_int8,
+    fp32_reference,
     quantize_blip,
 )
 from shared.models.store.source import hub_offline, parse_source
@@ -92,6 +93,15 @@ class BlipCaptioner(Captioner):
         self._processor: Any = None
 
     def _load(self) -> None:
+        processor, model = self._read()
+        self._processor = processor
+        self._model = model.to(self.device).eval()
+        if self.wanted_precision != "fp32" and self.device.startswith("cpu"):
+            self._to_int8()
+        log.info("caption model %s loaded on %s (%s)", self.source, self.device, self.precision)
+
+    def _read(self) -> tuple[Any, Any]:
+        """The processor and the fp32 model from disk (or the hub); ConfigError saying what to do."""
         try:
             with hub_offline(self.local_files_only):
                 processor = BlipProcessor.from_pretrained(self.source, local_files_only=self.local_files_only)
@@ -106,19 +116,17 @@ class BlipCaptioner(Captioner):
                 f"cannot load the BLIP caption model {self.source!r}{mode if self.local_files_only else ''}: "
                 f"{type(exc).__name__}: {reason}; {CAPTION_FIX}"
             ) from exc
-        self._processor = processor
-        self._model = model.to(self.device).eval()
-        if self.wanted_precision != "fp32" and self.device.startswith("cpu"):
-            self._to_int8()
-        log.info("caption model %s loaded on %s (%s)", self.source, self.device, self.precision)
+        return processor, model
 
     def _to_int8(self) -> None:
-        """Swap in the int8 model when it passes its check against fp32; say loudly when it does not."""
-        quantized = quantize_blip(self._model)
-        check = check_int8(self._model, quantized, self._processor)
+        """Quantise the model in place and keep it when it passes its check against fp32; otherwise say so
+        loudly and load fp32 again (in place spares a second fp32 copy at every start; failures are rare)."""
+        reference = fp32_reference(self._model, self._processor)
+        self._model = quantize_blip(self._model, inplace=True)
+        check = check_int8(self._model, reference)
         self.int8_check = check
         if check.passed:
-            self._model, self.precision = quantized, "int8"
+            self.precision = "int8"
             log.info("caption model %s: int8 passed its check against fp32: %s", self.source, check.as_dict())
             return
         log.warning(
@@ -126,6 +134,7 @@ class BlipCaptioner(Captioner):
             "cosine >= %s): %s; captions stay fp32 (slower). MINDSIGHT_CAPTION_PRECISION=fp32 skips it",
             self.source, MIN_TOKEN_AGREEMENT, MIN_LOGITS_COSINE, check.as_dict(),
         )  # fmt: skip
+        self._model = self._read()[1].to(self.device).eval()
 
     def _predict(self, batch: list[Image.Image]) -> list[str]:
         pixels = self._processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)

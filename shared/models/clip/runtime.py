@@ -93,12 +93,16 @@ def choose_onnx_export(
     return OnnxChoice(folder, source, manifest)
 
 
-def verified_int8_export(label: str, source: str, store: ModelStoreSettings) -> OnnxChoice | None:
+def verified_int8_export(
+    label: str, source: str, store: ModelStoreSettings, *, quiet: bool = False
+) -> OnnxChoice | None:
     """The int8 export of `label` when it exists, was made from `source` and passed its checks against
-    fp32; None (with a warning saying why and what to run) otherwise."""
+    fp32; None (with a warning saying why and what to run, unless `quiet`) otherwise."""
     folder = export_dir(default_export_root(store.models_dir), label, "int8")
+    level = logging.DEBUG if quiet else logging.WARNING
     if not is_onnx_export(folder):
-        log.warning(
+        log.log(
+            level,
             "CLIP model %s: no int8 export at %s, so fp32 runs on this CPU; `mindsight models download` "
             "makes and checks one (MINDSIGHT_CLIP_PRECISION=fp32 silences this)", label, folder,
         )  # fmt: skip
@@ -106,18 +110,22 @@ def verified_int8_export(label: str, source: str, store: ModelStoreSettings) -> 
     try:
         manifest = read_manifest(folder)
     except ConfigError as exc:
-        log.warning("CLIP model %s: int8 export unusable (%s); fp32 runs", label, exc)
+        log.log(level, "CLIP model %s: int8 export unusable (%s); fp32 runs", label, exc)
         return None
     checks = manifest.checks
     if manifest.source != source or checks.get("passed") is not True:
         why = "was made from " + repr(manifest.source) if manifest.source != source else "has no passed check"
-        log.warning(
+        log.log(
+            level,
             "CLIP model %s: the int8 export %s %s; fp32 runs (`mindsight models download` redoes it)",
             label, folder, why,
         )  # fmt: skip
         return None
     image = checks.get("image_cosine_vs_fp32", {})
-    log.info("CLIP model %s: int8 on CPU (image cosine to fp32 at export: min %s)", label, image.get("min"))
+    log.log(
+        logging.DEBUG if quiet else logging.INFO,
+        "CLIP model %s: int8 on CPU (image cosine to fp32 at export: min %s)", label, image.get("min"),
+    )  # fmt: skip
     return OnnxChoice(folder, source, manifest)
 
 

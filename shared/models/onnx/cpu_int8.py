@@ -63,7 +63,7 @@ def ensure_cpu_int8(settings: Settings, progress: Callable[[str], None]) -> list
         if parse_source(source, store.models_dir, "clip", label).family is ClipFamily.ONNX:
             out.append(Int8Outcome(label, "skipped", "CLIP_MODELS names an export folder; export its source"))
             continue
-        if verified_int8_export(label, source, store) is not None:
+        if verified_int8_export(label, source, store, quiet=True) is not None:
             out.append(Int8Outcome(label, "present", str(export_dir(root, label, "int8"))))
             continue
         if missing:
