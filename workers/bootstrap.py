@@ -89,6 +89,8 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
                     settings.store,
                     device,
                     settings.worker.threads,
+                    device_pref=pref,
+                    towers=["text"],  # captions are embedded as texts; no image tower needed
                 )
                 captioner = load_captioner(settings.caption, settings.store, device)
                 captioner.load()

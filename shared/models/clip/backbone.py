@@ -7,6 +7,7 @@ numpy preprocessing and tokenization and swap only the forward passes.
 
 from __future__ import annotations
 
+import gc
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -52,7 +53,25 @@ class ClipBackbone(LoadOnce):
         self.image_size = 0
         self.context_length = 0
         self.transform: ClipImageTransform | None = None
+        self.image_tower_dropped = False
         super().__init__()
+
+    def drop_image_tower(self) -> None:
+        """Free the image tower's weights in a process that only embeds texts (the text worker, the
+        embed API); `encode_pixels` raises from then on. Torch backends override `_drop_image_tower`;
+        ONNX opens each tower's session only when asked (`eager`), so it has nothing to free."""
+        self.load()
+        if not self.image_tower_dropped:
+            self._drop_image_tower()
+            self.image_tower_dropped = True
+            gc.collect()
+
+    def _drop_image_tower(self) -> None:
+        """Release whatever holds the image tower's weights (a no-op where nothing does)."""
+
+    def _require_image_tower(self) -> None:
+        if self.image_tower_dropped:
+            raise RuntimeError(f"{self.source}: loaded for text only, its image tower was freed")
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """RGB images -> float32 [N, 3, H, W] model input."""

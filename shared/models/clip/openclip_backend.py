@@ -195,7 +195,11 @@ class OpenClip(ClipBackbone):
             raise RuntimeError(f"{self.source}: export needs a loaded model")
         return self._model
 
+    def _drop_image_tower(self) -> None:
+        self._loaded_model().visual = None  # CLIP and CustomTextCLIP alike; encode_text never reads it
+
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        self._require_image_tower()
         with torch.inference_mode():
             out = self._model.encode_image(torch.from_numpy(pixels).to(self.device))
         return l2_normalize(out.float().cpu().numpy())

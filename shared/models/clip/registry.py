@@ -75,8 +75,8 @@ def load_clip_models(
 
     `device` is the resolved torch device; `device_pref` (MINDSIGHT_DEVICE) lets ONNX models use CUDA
     where torch cannot see it (no torch installed); without it ONNX follows `device`. `towers` names the
-    towers the caller will use: ONNX models open only those now and the other on first use (torch models
-    hold both regardless).
+    towers the caller will use: ONNX models open only those now and the other on first use; torch models
+    load whole, and without "image" free their image tower once loaded (it cannot be used afterwards).
     """
     models: dict[str, ClipModel] = {}
     for spec in clip.specs():
@@ -105,7 +105,10 @@ def load_clip_model(
     if choice is not None:
         return _load_onnx(label, choice, clip, device, threads, device_pref, towers)
     set_threads(threads)
-    return _load_torch(label, source, clip, store, device)
+    model = _load_torch(label, source, clip, store, device)
+    if "image" not in towers:
+        model.backbone.drop_image_tower()
+    return model
 
 
 def _load_onnx(

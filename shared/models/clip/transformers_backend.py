@@ -72,7 +72,13 @@ class TransformersClip(ClipBackbone):
         with self._tokenizer_lock:
             return hf_tokenize(self._tokenizer, texts, self.context_length)
 
+    def _drop_image_tower(self) -> None:
+        model = self._loaded_model()
+        model.vision_model = None  # CLIPModel and ChineseCLIPModel both name their image tower so
+        model.visual_projection = None
+
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        self._require_image_tower()
         with torch.inference_mode():
             out = self._model.get_image_features(pixel_values=torch.from_numpy(pixels).to(self.device))
         return l2_normalize(_features(out).float().cpu().numpy())
