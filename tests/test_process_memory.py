@@ -32,10 +32,11 @@ from shared.settings import load_settings
 from workers.bootstrap import build_context
 
 ctx = build_context(load_settings(env_file=None), [Capability(c) for c in sys.argv[1].split(",")])
-towers = {}
-if ctx.text_task is not None:
-    for label, model in ctx.text_task.models.items():
-        towers[label] = model.text.backbone.runtime_info.extra.get("towers_open")
+models = dict(ctx.text_task.models) if ctx.text_task is not None else {}
+caption = ctx.photo_tasks.get(Capability.CAPTION)
+if caption is not None:
+    models[caption.clip.label] = caption.clip  # the model its captions are embedded with
+towers = {label: m.text.backbone.runtime_info.extra.get("towers_open") for label, m in models.items()}
 print(json.dumps({"heavy": sorted(m for m in HEAVY if m in sys.modules), "towers": towers}))
 """
 )
@@ -101,6 +102,14 @@ def test_the_onnx_embed_api_opens_only_the_text_tower_and_never_imports_torch(
     result = _run(EMBED_API, onnx_env)
     assert result["heavy"] == []
     assert result["towers"] == {"tiny-hf": ["text"], "tiny-oc": ["text"]}
+
+
+def test_a_caption_worker_opens_only_the_text_tower_of_its_onnx_clip_model(
+    onnx_env: dict[str, str], tiny_blip_dir: Path
+) -> None:
+    env = {**onnx_env, "CAPTION_MODEL_NAME": str(tiny_blip_dir), "MINDSIGHT_CAPTION_PRECISION": "fp32"}
+    result = _run(WORKER, env, "caption")
+    assert result["towers"] == {"tiny-hf": ["text"]}  # BLIP runs on torch; its CLIP text model does not
 
 
 def test_an_onnx_clip_and_face_worker_never_imports_torch(
