@@ -26,7 +26,7 @@ WORKER = (
     f"HEAVY = {HEAVY!r}\n"
     + """
 import json, sys
-import mindsight.cli.worker_cmd  # the `mindsight worker ...` entry point's imports count too
+import mindsight.cli.main, mindsight.cli.worker_cmd  # what `mindsight worker ...` imports counts too
 from shared.payloads import Capability
 from shared.settings import load_settings
 from workers.bootstrap import build_context
@@ -37,7 +37,9 @@ caption = ctx.photo_tasks.get(Capability.CAPTION)
 if caption is not None:
     models[caption.clip.label] = caption.clip  # the model its captions are embedded with
 towers = {label: m.text.backbone.runtime_info.extra.get("towers_open") for label, m in models.items()}
-print(json.dumps({"heavy": sorted(m for m in HEAVY if m in sys.modules), "towers": towers}))
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]  # peak RSS since exec
+rss_mib = int(hwm[0].split()[1]) // 1024 if hwm else None  # shown with -s, never asserted
+print(json.dumps({"heavy": sorted(m for m in HEAVY if m in sys.modules), "towers": towers, "rss": rss_mib}))
 """
 )
 
@@ -45,13 +47,16 @@ EMBED_API = (
     f"HEAVY = {HEAVY!r}\n"
     + """
 import json, sys
+import mindsight.cli.main, mindsight.cli.serve_cmd  # what `mindsight serve embed-api` imports counts too
 from services.embed_api.server import build_app
 from shared.settings import load_settings
 
 app = build_app(load_settings(env_file=None))
 models = app.state.service.models
 towers = {label: m.text.backbone.runtime_info.extra.get("towers_open") for label, m in models.items()}
-print(json.dumps({"heavy": sorted(m for m in HEAVY if m in sys.modules), "towers": towers}))
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]  # peak RSS since exec
+rss_mib = int(hwm[0].split()[1]) // 1024 if hwm else None  # shown with -s, never asserted
+print(json.dumps({"heavy": sorted(m for m in HEAVY if m in sys.modules), "towers": towers, "rss": rss_mib}))
 """
 )
 
@@ -67,6 +72,7 @@ def _run(script: str, env: dict[str, str], *args: str) -> dict[str, object]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    print("peak RSS MiB:", result.pop("rss", None), args)  # a measurement (-s), not a test
     return result
 
 
