@@ -139,6 +139,24 @@ def test_a_torch_text_process_holds_no_image_tower(tiny_clip_env: dict[str, str]
     assert result["text_dims"] == {"tiny-hf": [TINY_CLIP_DIM] * 2, "tiny-oc": [TINY_CLIP_DIM] * 2}
 
 
+def test_text_only_chinese_clip_and_xlmr_open_clip_free_their_image_tower(
+    tiny_chinese_clip_dir: Path, tiny_xlmr_open_clip_dir: Path
+) -> None:
+    env = {
+        "CLIP_MODELS": f"cn={tiny_chinese_clip_dir},ml={tiny_xlmr_open_clip_dir}",
+        "PROCESSING_DEFAULT_MODEL": "cn",
+        "PROCESSING_EMBEDDING_DIM": str(TINY_CLIP_DIM),
+        "CLIP_MODEL_DIMS": "",
+        "MINDSIGHT_OFFLINE": "1",
+        "MINDSIGHT_CLIP_RUNTIME": "torch",
+        "MINDSIGHT_DEVICE": "cpu",
+        "PROCESSING_INTERNAL_TOKEN": "test-internal-token",
+    }
+    result = _run(TORCH_TOWERS, env, "worker")
+    assert result["vision_modules"] == []
+    assert result["text_dims"] == {"cn": [TINY_CLIP_DIM] * 2, "ml": [TINY_CLIP_DIM] * 2}
+
+
 TORCH_TOWERS = """
 import gc, json, sys
 import torch
