@@ -170,7 +170,8 @@ def _nesting_over(raw: bytes, limit: int) -> bool:
     return False
 
 
-def _decode(raw: bytes | str, max_bytes: int) -> Any:
+def decode_payload(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
+    """The wire bytes as a JSON object, bounded in size and depth, or BadPayload (nothing else escapes)."""
     data_bytes = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if len(data_bytes) > max_bytes:
         raise BadPayload(f"payload is {len(data_bytes)} bytes, over the {max_bytes}-byte limit")
@@ -217,9 +218,9 @@ def validate_text_job(data: Any) -> TextJob:
 
 def parse_photo_job(raw: bytes | str, max_bytes: int = 64 * 1024) -> PhotoJob:
     """Parse one photo job from the wire or raise BadPayload."""
-    return validate_photo_job(_decode(raw, max_bytes))
+    return validate_photo_job(decode_payload(raw, max_bytes))
 
 
 def parse_text_job(raw: bytes | str, max_bytes: int = 64 * 1024) -> TextJob:
     """Parse one text job from the wire or raise BadPayload."""
-    return validate_text_job(_decode(raw, max_bytes))
+    return validate_text_job(decode_payload(raw, max_bytes))

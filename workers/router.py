@@ -27,7 +27,6 @@ for `mindsight status`, answers 503 on /healthz, and stops with exit code 1 so i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -46,7 +45,7 @@ from rq.serializers import JSONSerializer
 from shared.dead_letter import DeadLetter, DeadLetterQueue
 from shared.lanes import Lane, lane_of, lanes_for
 from shared.metrics import QUEUE_DEPTH, ROUTED
-from shared.payloads import Capability, parse_photo_job, parse_text_job
+from shared.payloads import Capability, decode_payload, validate_photo_job, validate_text_job
 from shared.queues import (
     CONSUMERS_SET,
     ROUTER_CRASHES,
@@ -290,15 +289,17 @@ class Router:
         letters: list[DeadLetter] = []
         for raw in items:
             try:
+                # Decoded once: the dict is both what is validated and what the job carries (the
+                # payload exactly as the backend sent it, extra fields kept for the dead-letter record).
+                payload = decode_payload(raw, self.redis_settings.max_payload_bytes)
                 if is_text:
-                    parse_text_job(raw, self.redis_settings.max_payload_bytes)
-                    groups[(Capability.TEXT, Lane.INTERACTIVE)].append(_original(raw))
+                    validate_text_job(payload)
+                    groups[(Capability.TEXT, Lane.INTERACTIVE)].append(payload)
                     continue
-                job = parse_photo_job(raw, self.redis_settings.max_payload_bytes)
+                job = validate_photo_job(payload)
                 caps = job.capabilities(self.caption_enabled)
                 if not caps:
                     log.debug("photo %s: no task for us in %s", job.photo_id, job.tasks)
-                payload = _original(raw)
                 lane = lane_of(job, from_bulk_list)
                 for cap in caps:
                     groups[(cap, lane)].append(payload)
@@ -409,9 +410,3 @@ class _Taken:
     """A crash record existed after the moves (some payload may be a suspect)."""
     workers_busy: bool
     """The capability queue that means "workers are busy" held work."""
-
-
-def _original(raw: bytes) -> dict[str, Any]:
-    """The payload exactly as the backend sent it (extra fields kept for the dead-letter record)."""
-    data: dict[str, Any] = json.loads(raw)
-    return data
