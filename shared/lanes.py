@@ -12,7 +12,7 @@ idle fleet. Text jobs are searches, always interactive: they have one lane.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from shared.payloads import Capability, PhotoJob
@@ -27,6 +27,21 @@ class Lane(enum.StrEnum):
 
 BULK_PRIORITY = "bulk"
 """The value of a photo job's optional `priority` field that puts it on the bulk lane (case ignored)."""
+
+
+CAPABILITY_PRIORITY: tuple[Capability, ...] = (
+    Capability.TEXT, Capability.CLIP, Capability.FACE, Capability.CAPTION
+)  # fmt: skip
+"""Which capability a worker hosting several takes first, within a lane. A text job is a search someone is
+waiting for and costs milliseconds; an image embedding is what makes a photo findable; faces feed people
+albums; a caption is the most expensive and the least urgent (it only refines search). On a small box
+where one process hosts them all (`mindsight worker photo`), a burst's image embeddings are therefore all
+posted before the first caption starts, and a core never idles while any of them is queued."""
+
+
+def by_priority(capabilities: Iterable[Capability]) -> list[Capability]:
+    """`capabilities` without repeats, most urgent first (CAPABILITY_PRIORITY)."""
+    return sorted(set(capabilities), key=CAPABILITY_PRIORITY.index)
 
 
 def lanes_for(capability: Capability) -> list[Lane]:

@@ -156,7 +156,14 @@ def test_a_worker_for_several_capabilities_takes_every_interactive_lane_before_a
 ) -> None:
     conn = redis.Redis.from_url(redis_url)
     names = [q.name for q in lane_queues(conn, [Capability.CLIP, Capability.FACE, Capability.TEXT])]
-    assert names == ["clip", "face", "text", "clip_bulk", "face_bulk"]
+    assert names == ["text", "clip", "face", "clip_bulk", "face_bulk"]
+
+
+def test_a_photo_worker_takes_captions_last_whatever_order_it_was_given(redis_url: str) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    caps = [Capability.CAPTION, Capability.FACE, Capability.CLIP, Capability.CAPTION]
+    names = [q.name for q in lane_queues(conn, caps)]
+    assert names == ["clip", "face", "caption", "clip_bulk", "face_bulk", "caption_bulk"]
 
 
 @pytest.mark.parametrize("priority", [3, None, ["bulk"], "\ud800", {"a": 1}])

@@ -21,7 +21,7 @@ from redis.client import Pipeline
 from rq import Callback, Queue, Retry
 from rq.serializers import JSONSerializer
 
-from shared.lanes import Lane, lanes_for
+from shared.lanes import Lane, by_priority, lanes_for
 from shared.payloads import Capability
 from shared.queues import rq_queue_name
 from shared.settings import RedisSettings, WorkerSettings
@@ -41,11 +41,11 @@ def rq_queue(connection: redis.Redis, capability: Capability, lane: Lane = Lane.
 
 def lane_queues(connection: redis.Redis, capabilities: Sequence[Capability]) -> list[Queue]:
     """The queues a worker for `capabilities` works, in the order it takes them: every interactive lane
-    first, then the bulk lanes. RQ dequeues from the first non-empty queue, so bulk work waits only for
-    interactive work, never the other way round (shared.lanes)."""
-    return [
-        rq_queue(connection, cap, lane) for lane in Lane for cap in capabilities if lane in lanes_for(cap)
-    ]
+    first, then the bulk lanes, each in capability priority order. RQ dequeues from the first non-empty
+    queue, so bulk work waits only for interactive work, and captions only for the capabilities before
+    them (shared.lanes)."""
+    ordered = by_priority(capabilities)
+    return [rq_queue(connection, cap, lane) for lane in Lane for cap in ordered if lane in lanes_for(cap)]
 
 
 class Dispatcher:

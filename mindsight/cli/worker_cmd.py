@@ -1,4 +1,4 @@
-"""`mindsight worker clip|caption|face|text|all`: one RQ worker per capability, models loaded once."""
+"""`mindsight worker clip|caption|face|text|photo|all`: RQ workers with their models loaded once."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import redis
 from rq.serializers import JSONSerializer
 
 from mindsight.cli.common import config_errors_exit, settings_from
+from shared.lanes import by_priority
 from shared.logging_setup import configure_logging
 from shared.metrics import serve_health
 from shared.payloads import Capability
@@ -91,13 +92,35 @@ for _cap in Capability:
     worker.add_command(_make(_cap))
 
 
+PHOTO_CAPABILITIES = (Capability.CLIP, Capability.FACE, Capability.CAPTION)
+"""What `worker photo` hosts: every capability a photo job can ask for."""
+
+
+def _hosted(ctx: click.Context, capabilities: tuple[Capability, ...]) -> list[Capability]:
+    """`capabilities` in priority order, without captions when CAPTION_ENABLED is off."""
+    caps = by_priority(capabilities)
+    if not settings_from(ctx).caption.enabled:
+        caps.remove(Capability.CAPTION)
+    return caps
+
+
+@worker.command(name="photo")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.pass_context
+@config_errors_exit
+def photo_capabilities(ctx: click.Context, burst: bool) -> None:
+    """Host clip, face and caption in one process (the small-box layout: one process per core).
+
+    Queues are taken in priority order (image embeddings, then faces, then captions), so search works
+    for a burst before its captions are done, and no core idles while any photo work is queued.
+    """
+    run_worker(ctx, _hosted(ctx, PHOTO_CAPABILITIES), burst)
+
+
 @worker.command(name="all")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @click.pass_context
 @config_errors_exit
 def all_capabilities(ctx: click.Context, burst: bool) -> None:
-    """Host every capability in one process (small machines): one decode serves all of them."""
-    caps = [Capability.CLIP, Capability.CAPTION, Capability.FACE, Capability.TEXT]
-    if not settings_from(ctx).caption.enabled:
-        caps.remove(Capability.CAPTION)
-    run_worker(ctx, caps, burst)
+    """Host every capability in one process, text queries too: one decode serves all of them."""
+    run_worker(ctx, _hosted(ctx, (*PHOTO_CAPABILITIES, Capability.TEXT)), burst)
