@@ -58,3 +58,30 @@ def test_exif_rotation_swaps_the_displayed_size(tmp_path: Path) -> None:
 def test_paths_are_checked_before_decoding(tmp_path: Path) -> None:
     with pytest.raises(UnsafePath):
         PhotoDecoder([tmp_path / "uploads"]).load("../../etc/passwd", 224)
+
+
+def test_the_cache_is_bounded_in_bytes_oldest_out(tmp_path: Path) -> None:
+    (tmp_path / "u").mkdir()
+    for i in range(3):
+        Image.new("RGB", (1000, 1000), (i, i, i)).save(tmp_path / "u" / f"{i}.jpg")
+    decoder = PhotoDecoder([tmp_path], cache_bytes=2 * 1000 * 1000 * 3)  # room for two decodes
+    first = decoder.load("u/0.jpg", None)
+    decoder.load("u/1.jpg", None)
+    decoder.load("u/2.jpg", None)
+    assert decoder.cached_bytes() == 2 * 1000 * 1000 * 3
+    assert decoder.load("u/2.jpg", None) is decoder.load("u/2.jpg", None)
+    assert decoder.load("u/0.jpg", None) is not first  # evicted, decoded again
+
+
+def test_a_bigger_decode_replaces_the_smaller_one_in_the_count(big_jpeg: Path, tmp_path: Path) -> None:
+    decoder = PhotoDecoder([tmp_path])
+    decoder.load("uploads/big.jpg", min_side=224)
+    large = decoder.load("uploads/big.jpg", min_side=1280)
+    w, h = large.image.size
+    assert decoder.cached_bytes() == w * h * 3
+
+
+def test_without_a_cache_every_load_decodes(big_jpeg: Path, tmp_path: Path) -> None:
+    decoder = PhotoDecoder([tmp_path], cache_bytes=0)
+    assert decoder.load("uploads/big.jpg", 224) is not decoder.load("uploads/big.jpg", 224)
+    assert decoder.cached_bytes() == 0

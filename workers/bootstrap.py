@@ -14,7 +14,7 @@ from shared.metrics import record_models
 from shared.payloads import Capability
 from shared.settings import Settings
 from workers.dispatch import Dispatcher
-from workers.photo_decoder import PhotoDecoder
+from workers.photo_decoder import DECODE_CACHE_BYTES, PhotoDecoder
 from workers.runtime import PauseControl, WorkerContext, install
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def build_context(
         connection=connection,
         gallery=gallery,
         dispatcher=Dispatcher(connection, settings.worker, settings.redis),
-        decoder=PhotoDecoder(settings.paths.roots()),
+        decoder=PhotoDecoder(settings.paths.roots(), _decode_cache_bytes(capabilities)),
         pause=PauseControl(settings.worker.gallery_pause_max_s),
         name=name or socket.gethostname(),
     )
@@ -39,6 +39,12 @@ def build_context(
         _load_tasks(ctx, settings, capabilities)
     install(ctx)
     return ctx
+
+
+def _decode_cache_bytes(capabilities: list[Capability]) -> int:
+    """A decode cache only where two photo capabilities can share a photo's decode."""
+    photo_caps = set(capabilities) - {Capability.TEXT}
+    return DECODE_CACHE_BYTES if len(photo_caps) > 1 else 0
 
 
 def _torch_needed(settings: Settings, capabilities: list[Capability]) -> bool:

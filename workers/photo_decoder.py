@@ -1,7 +1,9 @@
 """Resolve a job's path safely and decode the photo once per process, at the size the models need.
 
-Several capabilities hosted in one process (`mindsight worker all`) read the same photo: a small LRU
-keyed by file identity hands them one decode, re-decoding only when a larger size is asked for.
+Several capabilities hosted in one process (`mindsight worker photo|all`) read the same photo: a small
+LRU keyed by file identity hands them one decode, re-decoding only when a larger size is asked for. It is
+bounded in bytes, not photos: a photo decoded for faces (1280 px short side) weighs ~9 MB, one decoded
+for CLIP ~0.6 MB, and a process hosting one capability keeps no cache at all (it never reads a photo twice).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from shared.images import load_image
 from shared.paths import resolve_photo_path
 
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+
+DECODE_CACHE_BYTES = 80 * 2**20
+"""Decoded pixels a multi-capability process keeps: one batch of 8 photos at face size, or a hundred at
+CLIP size; enough for a photo's capabilities to share its decode while they run one after the other."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +51,11 @@ def displayed_size(path: Path) -> tuple[int, int]:
 class PhotoDecoder:
     """Path resolution inside the upload roots plus a small decode cache."""
 
-    def __init__(self, roots: Sequence[Path], cache_size: int = 32) -> None:
+    def __init__(self, roots: Sequence[Path], cache_bytes: int = DECODE_CACHE_BYTES) -> None:
         self.roots = list(roots)
-        self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self._cache: OrderedDict[tuple[str, int, int], tuple[int | None, DecodedPhoto]] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
 
     def load(self, path: str, min_side: int | None) -> DecodedPhoto:
@@ -63,13 +70,27 @@ class PhotoDecoder:
                 return hit[1]
         image = load_image(real, min_side=min_side)
         photo = DecodedPhoto(real, image, displayed_size(real))
-        if self.cache_size:
+        if self.cache_bytes:
             with self._lock:
+                old = self._cache.pop(key, None)
+                if old is not None:
+                    self._cached_bytes -= _weight(old[1])
                 self._cache[key] = (min_side, photo)
-                self._cache.move_to_end(key)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+                self._cached_bytes += _weight(photo)
+                while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+                    _, (_, dropped) = self._cache.popitem(last=False)
+                    self._cached_bytes -= _weight(dropped)
         return photo
+
+    def cached_bytes(self) -> int:
+        """Bytes of decoded pixels held by the cache now."""
+        with self._lock:
+            return self._cached_bytes
+
+
+def _weight(photo: DecodedPhoto) -> int:
+    w, h = photo.image.size
+    return w * h * len(photo.image.getbands())
 
 
 def _covers(cached: int | None, wanted: int | None) -> bool:
