@@ -85,3 +85,16 @@ def test_without_a_cache_every_load_decodes(big_jpeg: Path, tmp_path: Path) -> N
     decoder = PhotoDecoder([tmp_path], cache_bytes=0)
     assert decoder.load("uploads/big.jpg", 224) is not decoder.load("uploads/big.jpg", 224)
     assert decoder.cached_bytes() == 0
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_batch_decodes_in_order_with_each_failure_in_its_place(tmp_path: Path, threads: int) -> None:
+    (tmp_path / "u").mkdir()
+    for i in range(4):
+        Image.new("RGB", (640, 480), (40 * i, 0, 0)).save(tmp_path / "u" / f"{i}.jpg")
+    (tmp_path / "u" / "broken.jpg").write_bytes(b"not a jpeg")
+    paths = ["u/0.jpg", "u/broken.jpg", "u/1.jpg", "../../etc/passwd", "u/2.jpg", "u/3.jpg"]
+    out = PhotoDecoder([tmp_path], cache_bytes=0, threads=threads).load_all(paths, 224)
+    assert isinstance(out[1], Exception) and isinstance(out[3], UnsafePath)
+    reds = [x.image.getpixel((10, 10))[0] for x in out if not isinstance(x, Exception)]
+    assert len(reds) == 4 and reds == sorted(reds)  # photos 0..3 in their order

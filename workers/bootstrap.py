@@ -31,7 +31,9 @@ def build_context(
         connection=connection,
         gallery=gallery,
         dispatcher=Dispatcher(connection, settings.worker, settings.redis),
-        decoder=PhotoDecoder(settings.paths.roots(), _decode_cache_bytes(capabilities)),
+        decoder=PhotoDecoder(
+            settings.paths.roots(), _decode_cache_bytes(capabilities), threads=settings.worker.threads
+        ),
         pause=PauseControl(settings.worker.gallery_pause_max_s),
         name=name or socket.gethostname(),
     )

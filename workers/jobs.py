@@ -83,13 +83,20 @@ class Batch:
         decoded: list[tuple[int, PhotoJob, DecodedPhoto]] = []
         try:
             with STAGE_SECONDS.labels(self.cap.value, "decode").time():
+                valid: list[tuple[int, PhotoJob]] = []
                 for i, payload in enumerate(payloads):
                     try:
                         job = validate_photo_job(payload)
                         task.check(job)
-                        decoded.append((i, job, self.ctx.decoder.load(job.path, task.min_side)))
+                        valid.append((i, job))
                     except Exception as exc:
                         self._failed(i, exc, remaining=[i])
+                photos = self.ctx.decoder.load_all([job.path for _, job in valid], task.min_side)
+                for (i, job), photo in zip(valid, photos, strict=True):
+                    if isinstance(photo, Exception):
+                        self._failed(i, photo, remaining=[i])
+                    else:
+                        decoded.append((i, job, photo))
             results: list[Any] = []
             if decoded:
                 with STAGE_SECONDS.labels(self.cap.value, "inference").time():
