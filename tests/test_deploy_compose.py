@@ -84,11 +84,26 @@ def test_services_and_profiles(project: Path, services: dict[str, Any]) -> None:
 
 
 def test_x_worker_anchor_keeps_workers_identical_but_for_their_command(services: dict[str, Any]) -> None:
+    """Workers differ in command, deploy (replicas, memory) and the photo worker's longer start period."""
     assert "x-worker:" in COMPOSE.read_text() and "<<: *worker" in COMPOSE.read_text()
-    shapes = [
-        {k: v for k, v in services[w].items() if k not in ("command", "deploy")} for w in sorted(WORKERS)
-    ]
-    assert all(shape == shapes[0] for shape in shapes)
+
+    def shape(svc: dict[str, Any]) -> dict[str, Any]:
+        check = {k: v for k, v in svc["healthcheck"].items() if k != "start_period"}
+        return {k: v for k, v in svc.items() if k not in ("command", "deploy")} | {"healthcheck": check}
+
+    shapes = [shape(services[w]) for w in sorted(WORKERS)]
+    assert all(s == shapes[0] for s in shapes)
+    # It loads every photo model, every replica at once: it gets longer than a one-model worker.
+    start = {w: seconds(services[w]["healthcheck"]["start_period"]) for w in WORKERS}
+    assert start["worker-photo"] > start["worker-text"], start
+
+
+def seconds(duration: str) -> float:
+    """A Go duration as compose renders it ("5m0s", "1h2m3.5s") in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", duration)
+    assert parts and duration, duration
+    h, m, s = (float(g or 0) for g in parts.groups())
+    return h * 3600 + m * 60 + s
     assert sorted(services[w]["command"] for w in WORKERS) == [["worker", "photo"], ["worker", "text"]]
 
 
