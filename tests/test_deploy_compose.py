@@ -28,16 +28,14 @@ CORE = {
     "redis",
     "models",
     "router",
-    "worker-clip",
-    "worker-caption",
-    "worker-face",
+    "worker-photo",
     "worker-text",
     "embed-api",
 }
 PROFILES = {"demo": {"gallery-dev", "enqueue-samples"}, "ops": {"rq-dashboard"}}
-WORKERS = {"worker-clip", "worker-caption", "worker-face", "worker-text"}
+WORKERS = {"worker-photo", "worker-text"}
 ONE_SHOTS = {"models", "enqueue-samples"}
-GPU_SERVICES = {"worker-clip", "worker-caption", "worker-face", "embed-api"}
+GPU_SERVICES = {"worker-photo", "embed-api"}
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
 
 
@@ -86,14 +84,55 @@ def test_services_and_profiles(project: Path, services: dict[str, Any]) -> None:
 
 
 def test_x_worker_anchor_keeps_workers_identical_but_for_their_command(services: dict[str, Any]) -> None:
+    """Workers differ in command, deploy (replicas, memory) and the photo worker's longer start period."""
     assert "x-worker:" in COMPOSE.read_text() and "<<: *worker" in COMPOSE.read_text()
-    shapes = [
-        {k: v for k, v in services[w].items() if k not in ("command", "deploy")} for w in sorted(WORKERS)
-    ]
-    assert all(shape == shapes[0] for shape in shapes)
-    assert sorted(services[w]["command"] for w in WORKERS) == [
-        ["worker", c] for c in sorted(("caption", "clip", "face", "text"))
-    ]
+
+    def shape(svc: dict[str, Any]) -> dict[str, Any]:
+        check = {k: v for k, v in svc["healthcheck"].items() if k != "start_period"}
+        return {k: v for k, v in svc.items() if k not in ("command", "deploy")} | {"healthcheck": check}
+
+    shapes = [shape(services[w]) for w in sorted(WORKERS)]
+    assert all(s == shapes[0] for s in shapes)
+    # It loads every photo model, every replica at once: it gets longer than a one-model worker.
+    start = {w: seconds(services[w]["healthcheck"]["start_period"]) for w in WORKERS}
+    assert start["worker-photo"] > start["worker-text"], start
+
+
+def seconds(duration: str) -> float:
+    """A Go duration as compose renders it ("5m0s", "1h2m3.5s") in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?", duration)
+    assert parts and duration, duration
+    h, m, s = (float(g or 0) for g in parts.groups())
+    return h * 3600 + m * 60 + s
+    assert sorted(services[w]["command"] for w in WORKERS) == [["worker", "photo"], ["worker", "text"]]
+
+
+def example_value(name: str) -> str:
+    """The value .env.example lists for a variable (the commented-out default of a compose-only one)."""
+    (line,) = (line for line in example_lines() if line.name == name)
+    return line.value
+
+
+def test_photo_layout_is_two_variables_with_the_documented_defaults(
+    project: Path, services: dict[str, Any], tmp_path: Path
+) -> None:
+    """Issue 10 item 4: replicas and threads of the photo workers are one variable each, defaulted once."""
+    photo = services["worker-photo"]
+    assert photo["deploy"]["replicas"] == int(example_value("MINDSIGHT_PHOTO_WORKERS"))
+    assert photo["environment"]["MINDSIGHT_THREADS"] == example_value("MINDSIGHT_PHOTO_THREADS")
+    assert "replicas" not in services["worker-text"].get("deploy", {})
+    # On a GPU one process by default (deploy/docker-compose.gpu.yml says why).
+    assert compose_config(project, gpu=True)["services"]["worker-photo"]["deploy"]["replicas"] == 1
+    env = (
+        f"PROCESSING_INTERNAL_TOKEN={CHECK_TOKEN}\n"
+        "MINDSIGHT_PHOTO_WORKERS=3\nMINDSIGHT_PHOTO_THREADS=2\nMINDSIGHT_THREADS=4\n"
+    )
+    custom = compose_project(tmp_path, env_text=env)
+    for gpu in (False, True):
+        rendered = compose_config(custom, gpu=gpu)["services"]
+        assert rendered["worker-photo"]["deploy"]["replicas"] == 3
+        assert rendered["worker-photo"]["environment"]["MINDSIGHT_THREADS"] == "2"
+        assert rendered["worker-text"]["environment"]["MINDSIGHT_THREADS"] == "4"
 
 
 @pytest.mark.parametrize(
@@ -245,7 +284,13 @@ def test_published_ports_bind_loopback_by_default(services: dict[str, Any]) -> N
 def test_gpu_override(project: Path, services: dict[str, Any], df: dfs.Dockerfile) -> None:
     gpu = compose_config(project, gpu=True)["services"]
     changed = {name for name, svc in gpu.items() if svc != services[name]}
-    assert changed == GPU_SERVICES
+    assert changed == GPU_SERVICES | {"router"}
+    # The router stays on the CPU image; on a GPU it only makes bigger jobs (the .env value loses).
+    router = {**gpu["router"], "environment": dict(gpu["router"]["environment"])}
+    assert router["environment"].pop("MINDSIGHT_BATCH_SIZE") == example_value("MINDSIGHT_GPU_BATCH_SIZE")
+    cpu_router = {**services["router"], "environment": dict(services["router"]["environment"])}
+    assert cpu_router["environment"].pop("MINDSIGHT_BATCH_SIZE") == example_value("MINDSIGHT_BATCH_SIZE")
+    assert router == cpu_router
     for name in GPU_SERVICES:
         merged = gpu[name]
         assert merged["build"] == {**services[name]["build"], "target": "cuda"}
@@ -254,6 +299,7 @@ def test_gpu_override(project: Path, services: dict[str, Any], df: dfs.Dockerfil
         assert merged["environment"]["REDIS_URL"] == services[name]["environment"]["REDIS_URL"]
         (device,) = merged["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+        assert merged["deploy"]["resources"]["limits"] == services[name]["deploy"]["resources"]["limits"]
         resolve(entry_and_command(merged, df)[1])
     assert "cuda" in {s.name for s in df.stages}
 
@@ -292,7 +338,7 @@ def test_addresses_set_in_env_file_win(tmp_path: Path) -> None:
 
 
 UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
-DOC_ROW = re.compile(r"^\| ([\w-]+)(?: \(one-shot\))? \| (\d+) (MiB|GiB) \|", re.M)
+DOC_ROW = re.compile(r"^\| ([\w-]+)(?: \((one-shot|compose|Kubernetes)\))? \| (\d+) (MiB|GiB) \|", re.M)
 
 
 def k8s_bytes(quantity: str) -> int:
@@ -300,10 +346,17 @@ def k8s_bytes(quantity: str) -> int:
 
 
 def test_memory_limits_equal_the_k8s_limits_and_the_documented_table(services: dict[str, Any]) -> None:
-    """Issue 9 item 9: compose gets the memory figures docs/deployment.md lists, the k8s limits too."""
-    documented = {
-        name: int(n) * (2**20 if unit == "MiB" else 2**30)
-        for name, n, unit in DOC_ROW.findall((REPO / "docs/deployment.md").read_text())
+    """Issue 9 item 9: compose gets the memory figures docs/deployment.md lists, the k8s limits too.
+
+    Rows marked (compose) or (Kubernetes) exist in that deployment only: compose's worker-photo hosts what
+    Kubernetes runs as worker-clip, worker-caption and worker-face.
+    """
+    rows = DOC_ROW.findall((REPO / "docs/deployment.md").read_text())
+    documented = {name: int(n) * (2**20 if unit == "MiB" else 2**30) for name, _, n, unit in rows}
+    only = {name: where for name, where, _, _ in rows if where in ("compose", "Kubernetes")}
+    assert only == {
+        "worker-photo": "compose",
+        **{w: "Kubernetes" for w in ("worker-clip", "worker-caption", "worker-face")},
     }
     k8s = {}
     for res in kustomize(REPO / "deploy/k8s/base"):
@@ -317,7 +370,8 @@ def test_memory_limits_equal_the_k8s_limits_and_the_documented_table(services: d
         if not svc.get("profiles")
     }
     assert set(compose) == CORE
-    assert compose == k8s == documented
+    assert compose == {n: b for n, b in documented.items() if only.get(n) != "Kubernetes"}
+    assert k8s == {n: b for n, b in documented.items() if only.get(n) != "compose"}
 
 
 def image_env(df: dfs.Dockerfile, target: str) -> dict[str, str]:

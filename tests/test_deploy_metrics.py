@@ -102,19 +102,18 @@ def test_compose_scrape_config_lists_every_process_that_serves_metrics(tmp_path:
             serving[name] = int(env["MINDSIGHT_METRICS_PORT"])
         elif svc.get("command", [None])[:2] == ["serve", "embed-api"]:
             serving[name] = int(env["EMBED_API_PORT"])
-    assert set(serving) == {
-        "router",
-        "worker-clip",
-        "worker-caption",
-        "worker-face",
-        "worker-text",
-        "embed-api",
-    }
+    assert set(serving) == {"router", "worker-photo", "worker-text", "embed-api"}
     assert all(serving.values()), "a port of 0 turns metrics off"
     scrape = yaml.safe_load((REPO / "deploy/prometheus/compose.yml").read_text())
     (job,) = scrape["scrape_configs"]
-    (static,) = job["static_configs"]
-    assert sorted(static["targets"]) == sorted(f"{n}:{p}" for n, p in serving.items())
+    # DNS discovery: Docker answers a service name with every replica's address, so each one is scraped.
+    assert "static_configs" not in job
+    targets = set()
+    for sd in job["dns_sd_configs"]:
+        assert sd["type"] == "A"
+        targets |= {(name, sd["port"]) for name in sd["names"]}
+    assert sorted(targets) == sorted(serving.items())
+    assert {"source_labels": ["__meta_dns_name"], "target_label": "service"} in job["relabel_configs"]
 
 
 def test_every_k8s_pod_is_annotated_for_the_documented_scrape_config() -> None:

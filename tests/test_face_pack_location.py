@@ -1,7 +1,7 @@
 """The face pack lives in the models volume: downloaded there, found there by the face worker (issue 9.1).
 
 Both steps run as real processes with different HOMEs and FACE_MODEL_DIR unset, as compose's one-shot
-`models` service and `worker-face` do: nothing may depend on ~/.insightface.
+`models` service and `worker-photo` do: nothing may depend on ~/.insightface.
 """
 
 from __future__ import annotations
