@@ -78,8 +78,9 @@ def export(
 def download(ctx: click.Context, clip: bool, caption: bool, face: bool, all_kinds: bool) -> None:
     """Fetch the configured models to where the workers load them from; present ones are skipped.
 
-    On a CPU deployment it also makes each CLIP model's int8 ONNX export, checked against fp32, which the
-    workers then use (MINDSIGHT_CLIP_PRECISION=auto); a failed check keeps fp32 and is reported loudly.
+    On a CPU deployment it also makes each CLIP model's int8 ONNX export and the caption model's int8 file,
+    each checked against fp32, which the workers then use (MINDSIGHT_CLIP_PRECISION and
+    MINDSIGHT_CAPTION_PRECISION=auto); a failed check keeps fp32 and is reported loudly.
     """
     from shared.models.store.download import DownloadError, fetch, plan
 
@@ -100,6 +101,8 @@ def download(ctx: click.Context, clip: bool, caption: bool, face: bool, all_kind
         click.echo(f"{outcome.status:8s} {wanted.kind:7s} {wanted.name}: {outcome.detail}")
     if "clip" in wanted_kinds and not failures:
         _cpu_int8(settings)
+    if "caption" in wanted_kinds and not failures:
+        _caption_int8(settings)
     if failures:
         raise SystemExit(1)
 
@@ -114,14 +117,30 @@ def _cpu_int8(settings: Any) -> None:
         click.echo(f"int8 CLIP exports not made: {reason}", err=True)
         return
     for outcome in ensure_cpu_int8(settings, progress=lambda line: click.echo(f"  {line}", err=True)):
-        click.echo(f"{outcome.status:8s} int8    {outcome.label}: {outcome.detail}")
-        if outcome.loud:
-            bar = "!" * 100
-            click.echo(
-                f"{bar}\nWARNING: CLIP model {outcome.label} has NO int8 export and runs fp32 on this CPU "
-                f"(slower): {outcome.detail}\n{bar}",
-                err=True,
-            )
+        _print_int8(outcome, f"CLIP model {outcome.label} has NO int8 export and runs fp32 on this CPU")
+
+
+def _caption_int8(settings: Any) -> None:
+    """The caption model's int8 file on a CPU deployment; like CLIP's, a failure is a banner, not an exit."""
+    from shared.models.caption.blip_int8_install import caption_int8_not_wanted, ensure_caption_int8
+
+    reason = caption_int8_not_wanted(settings)
+    if reason is not None:
+        click.echo(f"int8 caption model not made: {reason}", err=True)
+        return
+    outcome = ensure_caption_int8(settings, progress=lambda line: click.echo(f"  {line}", err=True))
+    what = "caption model has NO int8 file: each caption worker quantises it at start"
+    if outcome.status == "fp32-kept":
+        what = "caption model FAILED its int8 check and runs fp32 on this CPU"
+    _print_int8(outcome, what)
+
+
+def _print_int8(outcome: Any, what: str) -> None:
+    """One line per int8 outcome; a banner on stderr when the CPU runs other than the default intends."""
+    click.echo(f"{outcome.status:8s} int8    {outcome.label}: {outcome.detail}")
+    if outcome.loud:
+        bar = "!" * 100
+        click.echo(f"{bar}\nWARNING: {what} (slower): {outcome.detail}\n{bar}", err=True)
 
 
 @models.command("ls")

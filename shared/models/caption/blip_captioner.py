@@ -7,6 +7,7 @@ check against fp32 at load; fp32 otherwise, and always on GPU.
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from shared.models.caption.blip_int8 import (
     fp32_reference,
     quantize_blip,
 )
+from shared.models.caption.blip_int8_file import Int8File, load_int8_file, verified_int8_file
+from shared.models.store.locations import caption_int8_dir
 from shared.models.store.source import hub_offline, parse_source
 from shared.settings import CaptionSettings, ModelStoreSettings
 
@@ -55,6 +58,21 @@ def resolve_caption_source(name: str, models_dir: Path) -> str:
     return parsed.raw
 
 
+def read_blip(source: str, cls: Any, local_files_only: bool) -> Any:
+    """`cls.from_pretrained(source)` (the processor or the fp32 model); ConfigError saying what to do."""
+    try:
+        with hub_offline(local_files_only):
+            return cls.from_pretrained(source, local_files_only=local_files_only)
+    except (OSError, ValueError) as exc:  # missing files, offline cache miss, bad repo id
+        # transformers' messages run on for lines; their first sentence says what was missing.
+        reason = (str(exc).strip() or repr(exc)).split(". ")[0].splitlines()[0][:300]
+        mode = " (MINDSIGHT_OFFLINE: only local files and the HF cache were tried)"
+        raise ConfigError(
+            f"cannot load the BLIP caption model {source!r}{mode if local_files_only else ''}: "
+            f"{type(exc).__name__}: {reason}; {CAPTION_FIX}"
+        ) from exc
+
+
 class BlipCaptioner(Captioner):
     """Images -> captions with BLIP; greedy by default (`num_beams=1`), so results are deterministic."""
 
@@ -67,6 +85,7 @@ class BlipCaptioner(Captioner):
         num_beams: int = 1,
         local_files_only: bool = False,
         precision: str = "fp32",
+        int8_file: Int8File | None = None,
     ) -> None:
         super().__init__()
         if max_length < 2:
@@ -85,38 +104,43 @@ class BlipCaptioner(Captioner):
         self.wanted_precision = precision
         self.precision = "fp32"
         self.int8_check: Int8CaptionCheck | None = None
+        self.int8_loaded_from: Path | None = None
+        """The int8 file the running model came from (None: quantised at load, or fp32)."""
         self.device = device
         self.max_length = max_length
         self.num_beams = num_beams
         self.local_files_only = local_files_only
+        self.int8_file = int8_file
+        """A checked int8 file of this model, loaded instead of quantising at load when int8 runs."""
         self._model: Any = None
         self._processor: Any = None
 
     def _load(self) -> None:
-        processor, model = self._read()
-        self._processor = processor
-        self._model = model.to(self.device).eval()
-        if self.wanted_precision != "fp32" and self.device.startswith("cpu"):
-            self._to_int8()
+        int8 = self.wanted_precision != "fp32" and self.device.startswith("cpu")
+        self._processor = read_blip(self.source, BlipProcessor, self.local_files_only)
+        if not (int8 and self.int8_file is not None and self._from_int8_file(self.int8_file)):
+            self._model = read_blip(self.source, BlipForConditionalGeneration, self.local_files_only)
+            self._model = self._model.to(self.device).eval()
+            if int8:
+                self._to_int8()
         log.info("caption model %s loaded on %s (%s)", self.source, self.device, self.precision)
 
-    def _read(self) -> tuple[Any, Any]:
-        """The processor and the fp32 model from disk (or the hub); ConfigError saying what to do."""
+    def _from_int8_file(self, int8_file: Int8File) -> bool:
+        """Load the int8 file made at download; False (with a warning) when it cannot be read."""
         try:
-            with hub_offline(self.local_files_only):
-                processor = BlipProcessor.from_pretrained(self.source, local_files_only=self.local_files_only)
-                model: Any = BlipForConditionalGeneration.from_pretrained(
-                    self.source, local_files_only=self.local_files_only
-                )
-        except (OSError, ValueError) as exc:  # missing files, offline cache miss, bad repo id
-            # transformers' messages run on for lines; their first sentence says what was missing.
-            reason = (str(exc).strip() or repr(exc)).split(". ")[0].splitlines()[0][:300]
-            mode = " (MINDSIGHT_OFFLINE: only local files and the HF cache were tried)"
-            raise ConfigError(
-                f"cannot load the BLIP caption model {self.source!r}{mode if self.local_files_only else ''}: "
-                f"{type(exc).__name__}: {reason}; {CAPTION_FIX}"
-            ) from exc
-        return processor, model
+            self._model = load_int8_file(int8_file.folder)
+        except (OSError, RuntimeError, ValueError, KeyError, ConfigError, pickle.UnpicklingError) as exc:
+            log.warning(
+                "caption model %s: cannot load its int8 file %s (%s: %s); quantising at start instead "
+                "(`mindsight models download --caption` makes the file again)",
+                self.source, int8_file.folder, type(exc).__name__, str(exc)[:300],
+            )  # fmt: skip
+            return False
+        self.precision = "int8"
+        self.int8_loaded_from = int8_file.folder
+        self.int8_check = Int8CaptionCheck(**int8_file.manifest.check)
+        log.info("caption model %s: int8 file %s (checked at download)", self.source, int8_file.folder)
+        return True
 
     def _to_int8(self) -> None:
         """Quantise the model in place and keep it when it passes its check against fp32; otherwise say so
@@ -134,7 +158,8 @@ class BlipCaptioner(Captioner):
             "cosine >= %s): %s; captions stay fp32 (slower). MINDSIGHT_CAPTION_PRECISION=fp32 skips it",
             self.source, MIN_TOKEN_AGREEMENT, MIN_LOGITS_COSINE, check.as_dict(),
         )  # fmt: skip
-        self._model = self._read()[1].to(self.device).eval()
+        self._model = read_blip(self.source, BlipForConditionalGeneration, self.local_files_only)
+        self._model = self._model.to(self.device).eval()
 
     def _predict(self, batch: list[Image.Image]) -> list[str]:
         pixels = self._processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
@@ -156,6 +181,7 @@ class BlipCaptioner(Captioner):
                 "max_length": self.max_length,
                 "num_beams": self.num_beams,
                 **({"int8_check": self.int8_check.as_dict()} if self.int8_check else {}),
+                **({"int8_file": str(self.int8_loaded_from)} if self.int8_loaded_from else {}),
             },  # fmt: skip
         )
 
@@ -163,6 +189,9 @@ class BlipCaptioner(Captioner):
 def load_captioner(caption: CaptionSettings, store: ModelStoreSettings, device: str) -> Captioner:
     """Build the configured BLIP captioner on `device` and load it now, so a missing model fails start-up."""
     source = resolve_caption_source(caption.model_name, store.models_dir)
+    int8_file = None
+    if caption.precision != "fp32" and device.startswith("cpu"):
+        int8_file = verified_int8_file(caption_int8_dir(store.models_dir), caption.model_name, source)
     captioner = BlipCaptioner(
         source,
         device=device,
@@ -170,6 +199,7 @@ def load_captioner(caption: CaptionSettings, store: ModelStoreSettings, device: 
         num_beams=caption.num_beams,
         local_files_only=store.offline,
         precision=caption.precision,
+        int8_file=int8_file,
     )
     captioner.load()
     return captioner

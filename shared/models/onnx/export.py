@@ -7,12 +7,9 @@ its checks pass, so a folder with a manifest always holds a complete, checked ex
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from shared.models.onnx.checks import TorchReference, compare_export, torch_refe
 from shared.models.onnx.exportable import TOKENIZER_FILE, as_exportable
 from shared.models.onnx.manifest import OnnxManifest, Precision, export_dir, write_manifest
 from shared.models.store.source import ClipFamily, parse_source
+from shared.models.store.staging import staged_folder
 from shared.settings import ClipSettings, ModelStoreSettings
 
 EXPORT_DEPENDENCIES = ("torch", "onnx", "onnxscript")
@@ -86,7 +84,7 @@ def export_clip(
     ref = torch_reference(backbone)
     out_root.mkdir(parents=True, exist_ok=True)
     fp32_dir = export_dir(out_root, label, "fp32")
-    with _staging(fp32_dir) as tmp:
+    with staged_folder(fp32_dir) as tmp:
         progress(f"{label}: exporting the image tower (opset {opset})")
         from shared.models.onnx.towers import export_image_tower, export_text_tower
 
@@ -111,7 +109,7 @@ def export_clip(
     if int8:
         start = time.perf_counter()
         int8_dir = export_dir(out_root, label, "int8")
-        with _staging(int8_dir) as tmp:
+        with staged_folder(int8_dir) as tmp:
             progress(f"{label}: quantising both towers to int8 (dynamic, MatMul weights)")
             for name in ("image.onnx", "text.onnx"):
                 quantize_graph(fp32_dir / name, tmp / name)
@@ -179,25 +177,6 @@ def _checked(
         )
     write_manifest(folder, replace(manifest, checks=checks))
     return checks, outputs
-
-
-@contextmanager
-def _staging(final: Path) -> Iterator[Path]:
-    """A hidden folder beside `final`, moved onto it when the block succeeds and removed when it fails."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; an installed export is read by other users too
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = final.with_name(f".{final.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _versions() -> dict[str, str]:

