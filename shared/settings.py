@@ -171,8 +171,8 @@ class CaptionSettings(_Group):
     max_length: int = Field(64, validation_alias="CAPTION_MAX_LENGTH")
     num_beams: int = Field(1, validation_alias="CAPTION_NUM_BEAMS")
     precision: Literal["auto", "fp32", "int8"] = Field("auto", validation_alias="MINDSIGHT_CAPTION_PRECISION")
-    """auto: torch dynamic int8 on CPU once it passes its check against fp32 at load, fp32 on GPU; int8:
-    the same on CPU (refused on GPU); fp32 opts out."""
+    """auto: torch dynamic int8 on CPU, from the checked file `models download` made or else quantised and
+    checked against fp32 at load; fp32 on GPU; int8: the same on CPU (refused on GPU); fp32 opts out."""
 
 
 class FaceSettings(_Group):

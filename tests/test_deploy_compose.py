@@ -412,4 +412,5 @@ def test_every_model_resolves_inside_the_one_models_volume(
     assert set(inside) >= {"caption", "face"} and any(k.startswith("clip:") for k in inside)
     assert all(inside.values()), f"{name}: outside the models volume: {inside}"
     assert locations.onnx.is_relative_to("/models"), "the ONNX exports"
+    assert locations.caption_int8.is_relative_to("/models"), "BLIP's int8 file"
     assert Path(env["HF_HOME"]).is_relative_to("/models"), "open_clip Name/tag weights (HF_HOME)"

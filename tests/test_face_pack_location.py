@@ -96,4 +96,5 @@ def test_one_answer_to_where_each_model_lives(make_settings: Callable[..., Setti
     assert where.caption == models / "Salesforce" / "blip-image-captioning-base"
     assert where.face == models / "insightface" / "buffalo_l"
     assert where.onnx == models / "onnx"
+    assert where.caption_int8 == models / "int8" / "caption"
     assert where.inside(models) == {"clip:vitl": True, "clip:oc": False, "caption": True, "face": True}

@@ -1,7 +1,8 @@
-"""Memory of the text-only and ONNX-only processes (issue 10, item 5), through their real start-up code.
+"""Memory of the text-only, ONNX-only and caption processes (issue 10, item 5), through their real start-up.
 
 A text worker and the embed API need only the CLIP text tower; a process whose models all run on
-onnxruntime (CLIP exports, the insightface face backend) must never import torch (~0.5 GB of RSS alone).
+onnxruntime (CLIP exports, the insightface face backend) must never import torch (~0.5 GB of RSS alone);
+a caption worker with the int8 file that `models download` made never loads BLIP's fp32 weights (~1 GB).
 Each case runs in a fresh interpreter started like the product starts it: the CLI/server module is
 imported, then the context or app is built from the environment, then `sys.modules` is inspected.
 """
@@ -155,6 +156,54 @@ def test_text_only_chinese_clip_and_xlmr_open_clip_free_their_image_tower(
     result = _run(TORCH_TOWERS, env, "worker")
     assert result["vision_modules"] == []
     assert result["text_dims"] == {"cn": [TINY_CLIP_DIM] * 2, "ml": [TINY_CLIP_DIM] * 2}
+
+
+CAPTION_START = """
+import json
+from transformers import BlipForConditionalGeneration
+
+fp32_loads = []  # every BLIP read with its fp32 weights; none when the int8 file is taken
+original = BlipForConditionalGeneration.from_pretrained.__func__
+
+
+def counted(cls, *args, **kwargs):
+    fp32_loads.append(str(args[0]))
+    return original(cls, *args, **kwargs)
+
+
+BlipForConditionalGeneration.from_pretrained = classmethod(counted)
+import mindsight.cli.main, mindsight.cli.worker_cmd
+from shared.payloads import Capability
+from shared.settings import load_settings
+from workers.bootstrap import build_context
+
+ctx = build_context(load_settings(env_file=None), [Capability.CAPTION])
+info = ctx.photo_tasks[Capability.CAPTION].captioner.runtime_info
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
+rss_mib = int(hwm[0].split()[1]) // 1024 if hwm else None
+print(json.dumps({"fp32_loads": len(fp32_loads), "precision": info.precision,
+                  "from_file": "int8_file" in info.extra, "rss": rss_mib}))
+"""
+
+
+def test_a_caption_worker_with_the_int8_file_never_loads_blip_fp32(
+    tiny_clip_env: dict[str, str], tiny_blip_dir: Path, tmp_path: Path
+) -> None:
+    env = {
+        **tiny_clip_env,
+        "CAPTION_MODEL_NAME": str(tiny_blip_dir),
+        "MINDSIGHT_MODELS_DIR": str(tmp_path / "models"),
+        "MINDSIGHT_CLIP_RUNTIME": "torch",
+        "MINDSIGHT_DEVICE": "cpu",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",  # never connected to by building the context
+        "PROCESSING_INTERNAL_TOKEN": "test-internal-token",
+    }
+    # Without the file, int8 is made at start from the fp32 model, which the process holds first.
+    assert _run(CAPTION_START, env) == {"fp32_loads": 1, "precision": "int8", "from_file": False}
+    args = ["--env-file", "/dev/null", "models", "download", "--caption"]
+    made = CliRunner().invoke(cli, args, env=env)
+    assert made.exit_code == 0 and "exported int8    caption" in made.output, made.output
+    assert _run(CAPTION_START, env) == {"fp32_loads": 0, "precision": "int8", "from_file": True}
 
 
 TORCH_TOWERS = """
