@@ -41,7 +41,8 @@ def cpu_env(tmp_path: Path, tiny_blip_dir: Path) -> dict[str, str]:
 def download(env: dict[str, str]) -> tuple[int, str]:
     args = ["--env-file", "/dev/null", "models", "download", "--caption"]
     result = CliRunner().invoke(cli, args, env=env)
-    return result.exit_code, result.output
+    crash = f"\n{result.exception!r}" if result.exit_code and result.exception else ""
+    return result.exit_code, result.output + crash
 
 
 def int8_dir(env: dict[str, str]) -> Path:
