@@ -21,6 +21,9 @@ from benchmarks.processes import Proc, ProcessGroup, new_port, wait_http_ok
 
 Kind = Literal["legacy", "immich", "ours"]
 
+WHOLE_APPROACHES = ("legacy", "immich", "split", "photo-2p", "photo-1p-2t")
+"""The approaches `--whole` measures unless told otherwise."""
+
 PHOTO_WORKER = ("worker", "clip", "--also", "face,caption")
 """One process hosting the three photo capabilities, clip's queue first, then face, then caption."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -37,8 +38,27 @@ KINDS: tuple[Kind, ...] = ("image", "caption", "faces")
 
 CAPABILITIES = ("clip", "caption", "face")
 
+CAPTION_NEW_TOKENS = 16
+"""Random-weight BLIP never emits its end token: every caption is fixed at this many new tokens (words)."""
+
+CAPTION_MAX_LENGTH = CAPTION_NEW_TOKENS + 1
+"""CAPTION_MAX_LENGTH, read by the product's captioner and the baselines alike: BLIP's `generate`
+counts the decoder prompt ([DEC]) in max_length, so 17 gives 16 new tokens."""
+
 WARMUP_BATCH = 8
 """Warm-up photos per photo worker of ours: one default batch (MINDSIGHT_BATCH_SIZE) each."""
+
+
+def whole_env(blip_dir: Path) -> dict[str, str]:
+    """Settings of every approach, baselines included: captions on with the fixed length, offline faces."""
+    return {
+        "CAPTION_ENABLED": "1",
+        "CAPTION_MODEL_NAME": str(blip_dir),
+        "CAPTION_MAX_LENGTH": str(CAPTION_MAX_LENGTH),
+        "FACE_BACKEND": "retinaface-dlib",
+        "PROCESSING_FACE_EMBEDDING_DIM": "128",  # dlib's descriptors; the face worker refuses another dim
+        "PROCESSING_DEFAULT_FACE_MODEL": "dlib-retinaface",
+    }
 
 
 class CallbackFailed(RuntimeError):
@@ -81,11 +101,11 @@ class WholeRun:
 class WholePhotoBench:
     """Measures layouts against a BenchSession's Redis, gallery and photos."""
 
-    def __init__(self, session: BenchSession, blip_dir: Any, env: dict[str, str]) -> None:
+    def __init__(self, session: BenchSession, blip_dir: Path) -> None:
         self.session = session
         self.redis = session.bench.redis
         self.recorder = session.gallery.recorder
-        self.env = {**session.bench.base_env, **env}
+        self.env = {**session.bench.base_env, **whole_env(blip_dir)}
         self.models = BaselineModels(session.model.model_dir, blip_dir, session.exports.image_fp32)
 
     def measure(self, layout: Layout, burst: PhotoSet, warmup: PhotoSet, singles: PhotoSet) -> WholeRun:
@@ -94,7 +114,8 @@ class WholePhotoBench:
         tag = f"whole-{layout.key}-{int(time.time() * 1000) % 10**8}"
         group = ProcessGroup(self.session.workdir / "logs" / tag, self.env)
         try:
-            workers = start_layout(layout, group, {}, self.models, STARTUP_TIMEOUT_S)
+            ours = self.session.opts.env if layout.is_ours else {}  # --set applies to ours only
+            workers = start_layout(layout, group, ours, self.models, STARTUP_TIMEOUT_S)
             warm = warmup[: 2 if not layout.is_ours else WARMUP_BATCH * len(workers)]
             since = self.recorder.mark()
             self._push(warm)
@@ -208,17 +229,15 @@ class WholePhotoBench:
 def stage_seconds(workers: list[Proc]) -> dict[str, dict[str, float]]:
     """Seconds spent so far per capability and stage, all worker processes together."""
     totals: dict[str, dict[str, float]] = {}
-    for worker in workers:
+    for worker in (w for w in workers if w.metrics_port):  # the baselines time themselves
         for (cap, stage), (seconds, _) in capability_stage_seconds(worker.metrics_port).items():
             totals.setdefault(cap, {})[stage] = totals.get(cap, {}).get(stage, 0.0) + seconds
     return totals
 
 
-def run_whole(
-    session: BenchSession, layouts: list[Layout], blip_dir: Any, env: dict[str, str]
-) -> list[WholeRun]:
-    """Every layout `repeat` times, interleaved, on the session's 12 MP burst; logged as they finish."""
-    bench = WholePhotoBench(session, blip_dir, env)
+def run_whole(session: BenchSession, layouts: list[Layout], blip_dir: Path) -> list[WholeRun]:
+    """Every layout `repeat` times, interleaved, on the session's burst; logged as they finish."""
+    bench = WholePhotoBench(session, blip_dir)
     runs: list[WholeRun] = []
     for repeat in range(session.opts.repeat):
         session.log(f"whole photo: round {repeat + 1}/{session.opts.repeat}")
