@@ -139,9 +139,9 @@ class WholePhotoBench:
         everything = max(last.values())
         return WholeRun(
             approach=layout.key, title=layout.title, photos=len(burst),
-            photos_per_s=round(len(burst) / everything, 3), image_s=round(last["image"], 2),
-            caption_s=round(last["caption"], 2), faces_s=round(last["faces"], 2),
-            everything_s=round(everything, 2),
+            photos_per_s=round(len(burst) / everything, 3), image_s=round(last["image"], 3),
+            caption_s=round(last["caption"], 3), faces_s=round(last["faces"], 3),
+            everything_s=round(everything, 3),
             faces_found=sum(e.items for e in events if e.kind == "faces"),
             caption_words=[e.items for e in events if e.kind == "caption"], stage_s=stages,
             single_image_ms=[round(i, 1) for i, _ in singles_ms],
