@@ -1,10 +1,11 @@
 """The approaches of the whole-photo benchmark (`--whole --approaches ...`) and how each is started.
 
 - `legacy`, `immich`: the baselines of benchmarks.whole_baseline (one process, sequential loop).
-- `split`: what docker-compose.yml runs today: `mindsight worker clip`, `mindsight worker caption` and
-  `mindsight worker face`, one process each, default settings (1 thread).
-- `photo-<N>p[-<M>t]`: N processes of `mindsight worker clip --also face,caption` (one process hosting the
-  three photo capabilities; RQ takes its queues in that order), MINDSIGHT_THREADS=M (default 1).
+- `split`: one process per capability, as docker-compose.yml ran them before `worker photo`: `mindsight
+  worker clip`, `mindsight worker caption` and `mindsight worker face`, default settings (1 thread each).
+- `photo-<N>p[-<M>t]`: N processes of `mindsight worker photo` (one process hosting the three photo
+  capabilities, taking its queues in priority order: clip, face, caption), MINDSIGHT_THREADS=M (default
+  1). `photo-2p` is docker-compose.yml's default (MINDSIGHT_PHOTO_WORKERS=2, MINDSIGHT_PHOTO_THREADS=1).
 
 Every layout of ours also runs the router, `mindsight worker text` and `mindsight serve embed-api` (idle),
 so the peak RSS summed over the processes is the whole default stack's.
@@ -24,7 +25,7 @@ Kind = Literal["legacy", "immich", "ours"]
 WHOLE_APPROACHES = ("legacy", "immich", "split", "photo-2p", "photo-1p-2t")
 """The approaches `--whole` measures unless told otherwise."""
 
-PHOTO_WORKER = ("worker", "clip", "--also", "face,caption")
+PHOTO_WORKER = ("worker", "photo")
 """One process hosting the three photo capabilities, clip's queue first, then face, then caption."""
 
 SPLIT_WORKERS = (
@@ -32,7 +33,7 @@ SPLIT_WORKERS = (
     ("caption", ("worker", "caption")),
     ("face", ("worker", "face")),
 )
-"""docker-compose.yml's photo workers: one process per capability."""
+"""One process per photo capability (docker-compose.yml's layout before `worker photo`)."""
 
 BASELINE_TITLES = {
     "legacy": "legacy runner's loop: CLIPProcessor + CLIPModel, BLIP generate, CLIP text features, all torch "
@@ -71,16 +72,17 @@ def parse_layout(key: str) -> Layout:
         return Layout(key, key, BASELINE_TITLES[key])  # type: ignore[arg-type]
     if key == "split":
         title = (
-            "ours, default settings: worker clip + worker caption + worker face, 1 process x 1 thread each"
+            "ours, default settings: worker clip + worker caption + worker face, 1 process x 1 thread "
+            "each (compose's layout before `worker photo`)"
         )
         return Layout(key, "ours", title, tuple((f"worker-{n}", a) for n, a in SPLIT_WORKERS))
     match = _PHOTO.match(key)
     if match is None or int(match.group(1)) < 1 or int(match.group(2) or 1) < 1:
         raise UnknownLayout(f"unknown approach {key!r}: use legacy, immich, split or photo-<N>p[-<M>t]")
     n, threads = int(match.group(1)), match.group(2) or "1"
-    title = (
-        f"ours, default settings: {n} x `worker clip --also face,caption` process(es) x {threads} thread(s)"
-    )
+    title = f"ours, default settings: {n} x `worker photo` process(es) x {threads} thread(s)"
+    if (n, threads) == (2, "1"):
+        title += " (docker-compose.yml's default)"
     workers = tuple((f"worker-photo-{i}", PHOTO_WORKER) for i in range(n))
     return Layout(key, "ours", title, workers, {"MINDSIGHT_THREADS": threads})
 

@@ -46,7 +46,8 @@ CAPTION_MAX_LENGTH = CAPTION_NEW_TOKENS + 1
 counts the decoder prompt ([DEC]) in max_length, so 17 gives 16 new tokens."""
 
 WARMUP_BATCH = 8
-"""Warm-up photos per photo worker of ours: one default batch (MINDSIGHT_BATCH_SIZE) each."""
+"""Warm-up photos per process of ours that embeds images: one default batch (MINDSIGHT_BATCH_SIZE) each,
+so every process has run every capability it hosts before the burst."""
 
 
 def whole_env(blip_dir: Path) -> dict[str, str]:
@@ -116,7 +117,8 @@ class WholePhotoBench:
         try:
             ours = self.session.opts.env if layout.is_ours else {}  # --set applies to ours only
             workers = start_layout(layout, group, ours, self.models, STARTUP_TIMEOUT_S)
-            warm = warmup[: 2 if not layout.is_ours else WARMUP_BATCH * len(workers)]
+            photo_workers = sum(1 for _, args in layout.workers if args[1] in ("photo", "clip"))
+            warm = warmup[: WARMUP_BATCH * photo_workers if layout.is_ours else 2]
             since = self.recorder.mark()
             self._push(warm)
             self._await(warm, since, group)

@@ -209,7 +209,7 @@ def test_whole_layouts() -> None:
     ]
     photo = parse_layout("photo-2p-3t")
     assert len(photo.workers) == 2 and photo.env == {"MINDSIGHT_THREADS": "3"}
-    assert photo.workers[0][1] == ("worker", "clip", "--also", "face,caption")
+    assert photo.workers[0][1] == ("worker", "photo")
     assert parse_layout("photo-1p").env == {"MINDSIGHT_THREADS": "1"}
     for bad in ("photo", "photo-0p", "photo-2p-0t", "3", "splits"):
         with pytest.raises(UnknownLayout):
