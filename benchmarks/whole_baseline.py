@@ -61,7 +61,7 @@ class TorchCaptioner:
         self.blip = BlipForConditionalGeneration.from_pretrained(blip_dir).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(clip_dir)
         # legacy reuses its CLIPModel; Immich-style has no torch CLIP, so only the text tower is loaded
-        self.clip = clip_model or CLIPTextModelWithProjection.from_pretrained(clip_dir).eval()
+        self.clip = clip_model or _text_tower(clip_dir, CLIPTextModelWithProjection)
         self.generate_args = {
             "max_length": settings.caption.max_length,
             "num_beams": settings.caption.num_beams,
@@ -154,6 +154,17 @@ class WholePhotoLoop(ClipRunnerLoop):
         ]  # fmt: skip
         self._post(f"/api/internal/photos/{photo_id}/faces", FacesIn(faces=faces))
         return _timers(start, decoded, done)
+
+
+def _text_tower(clip_dir: Path, cls: Any) -> Any:
+    """The text tower and its projection alone from a CLIPModel folder (the projection's size is the
+    CLIPConfig's, which the text config does not carry)."""
+    from transformers import CLIPConfig
+
+    config = CLIPConfig.from_pretrained(clip_dir)
+    text: Any = config.text_config
+    text.projection_dim = config.projection_dim
+    return cls.from_pretrained(clip_dir, config=text).eval()
 
 
 def _timers(start: float, decoded: float, done: float) -> dict[str, float]:

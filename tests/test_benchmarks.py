@@ -214,3 +214,26 @@ def test_whole_layouts() -> None:
     for bad in ("photo", "photo-0p", "photo-2p-0t", "3", "splits"):
         with pytest.raises(UnknownLayout):
             parse_layout(bad)
+
+
+def test_immich_style_captions_embed_like_legacy(
+    tiny_transformers_clip_dir: Path, tiny_blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Immich-style loads the CLIP text tower alone for captions; it must embed exactly as legacy's model."""
+    from PIL import Image
+    from transformers import CLIPModel
+
+    from benchmarks.whole_baseline import TorchCaptioner
+    from shared.models.onnx.checks import check_photos
+    from shared.settings import load_settings
+
+    monkeypatch.setenv("CAPTION_MAX_LENGTH", "17")
+    settings = load_settings(env_file=None)
+    photo: Image.Image = check_photos()[1][0]
+    full = CLIPModel.from_pretrained(tiny_transformers_clip_dir).eval()
+    legacy = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, full, settings)
+    immich = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, None, settings)
+    (caption, vector), (same, other) = legacy.caption(photo), immich.caption(photo)
+    assert type(immich.clip).__name__ == "CLIPTextModelWithProjection"
+    assert caption == same and 1 <= len(caption.split()) <= 16
+    assert float(vector @ other) > 0.9999
