@@ -204,12 +204,12 @@ class PipelineBench:
     def _await(
         self, photos: PhotoSet, group: ProcessGroup, since: int, timeout: float | None = None
     ) -> dict[int, float]:
-        """Wait for a callback of each photo after log position `since`; photo id -> its time."""
+        """Wait for an image callback of each photo after log position `since`; photo id -> its time."""
         ids = {p for p, _ in photos}
         deadline = time.monotonic() + (timeout or STARTUP_TIMEOUT_S + 10 * len(photos))
         while True:
             try:
-                return self.gallery.recorder.wait_for(ids, since, timeout=2.0)
+                return self.gallery.recorder.wait_for(ids, since, timeout=2.0, kind="image")
             except TimeoutError:
                 group.check_alive()
                 if time.monotonic() > deadline:

@@ -147,3 +147,93 @@ def test_lane_bench_runs_both_modes_on_a_tiny_model(tiny_transformers_clip_dir: 
         assert mode["bulk_photos_per_s"] > 0 and len(mode["upload_latency_ms"]) == 12
     assert "| lanes |" in results["markdown"] and "| no lanes |" in results["markdown"]
     assert len(list(tmp_path.glob("results-lanes-*.json"))) == 1
+
+
+@pytest.mark.slow
+def test_whole_photo_bench_runs_legacy_and_ours_on_tiny_models(
+    tiny_transformers_clip_dir: Path, tiny_blip_dir: Path, tmp_path: Path
+) -> None:
+    from benchmarks.run import main
+
+    results = main([
+        "--whole", "--quick", "--model-dir", str(tiny_transformers_clip_dir), "--caption-model-dir",
+        str(tiny_blip_dir), "--approaches", "legacy,photo-1p", "--photos", "2", "--latency-samples", "1",
+        "--out", str(tmp_path),
+    ])  # fmt: skip
+
+    runs = {r["approach"]: r for r in results["whole"]}
+    assert set(runs) == {"legacy", "photo-1p"}
+    for run in runs.values():
+        assert run["photos"] == 2 and len(run["caption_words"]) == 2  # one caption callback per photo
+        assert all(1 <= words <= 16 for words in run["caption_words"])  # the tiny BLIP may end early
+        assert 0 < run["image_s"] <= run["everything_s"] and 0 < run["faces_s"] <= run["everything_s"]
+        assert run["photos_per_s"] == pytest.approx(2 / run["everything_s"], rel=0.01)  # s rounded to 1 ms
+        assert run["single_image_ms"][0] <= run["single_all_ms"][0]
+        assert run["rss_total_mb"] == round(sum(run["peak_rss_mb"].values()), 1)
+        assert all(mb > 0 for mb in run["peak_rss_mb"].values())
+        assert run["stage_s"]["face"]["inference"] > 0 and run["stage_s"]["caption"]["inference"] > 0
+    # the whole default stack of ours: router, the photo worker, the text worker and the embed API
+    assert set(runs["photo-1p"]["peak_rss_mb"]) == {"router", "worker-photo-0", "worker-text", "embed-api"}
+    assert set(runs["legacy"]["peak_rss_mb"]) == {"baseline-legacy"}
+    # ours ran with default settings: the int8 CLIP export `mindsight models export --int8` made
+    clip = next(iter(runs["photo-1p"]["runtime"]["clip"].values()))
+    assert (clip["runtime"], clip["precision"]) == ("onnxruntime", "int8")
+    rows = {r["approach"]: r for r in results["summary"]}
+    assert rows["photo-1p"]["x_vs_legacy"] == round(
+        rows["photo-1p"]["photos_per_s"] / rows["legacy"]["photos_per_s"], 2
+    )
+    saved = json.loads(next(tmp_path.glob("results-whole-*.json")).read_text())
+    assert saved["summary"] == results["summary"] and "| photo-1p | 2 |" in saved["markdown"]
+
+
+def test_gallery_clock_tells_callback_kinds_apart() -> None:
+    from benchmarks.gallery_clock import classify
+
+    assert classify("faces", b'{"faces": [{"embedding": [1.0]}, {"embedding": [2.0]}]}') == ("faces", 2)
+    caption = b'{"modality": "caption", "caption": "a cat on the beach", "processing_status": "done"}'
+    assert classify("ml_result", caption) == ("caption", 5)
+    assert classify("ml_result", b'{"modality": "image", "processing_status": "done"}') == ("image", 0)
+    assert classify("ml_result", b'{"modality": "image", "processing_status": "failed"}') == ("failure", 0)
+    assert classify("ml_result", b"not json") == ("unknown", 0)
+
+
+def test_whole_layouts() -> None:
+    from benchmarks.whole_layouts import UnknownLayout, parse_layout
+
+    assert parse_layout("legacy").kind == "legacy" and not parse_layout("immich").is_ours
+    split = parse_layout("split")
+    assert [args for _, args in split.workers] == [
+        ("worker", "clip"),
+        ("worker", "caption"),
+        ("worker", "face"),
+    ]
+    photo = parse_layout("photo-2p-3t")
+    assert len(photo.workers) == 2 and photo.env == {"MINDSIGHT_THREADS": "3"}
+    assert photo.workers[0][1] == ("worker", "photo")
+    assert parse_layout("photo-1p").env == {"MINDSIGHT_THREADS": "1"}
+    for bad in ("photo", "photo-0p", "photo-2p-0t", "3", "splits"):
+        with pytest.raises(UnknownLayout):
+            parse_layout(bad)
+
+
+def test_immich_style_captions_embed_like_legacy(
+    tiny_transformers_clip_dir: Path, tiny_blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Immich-style loads the CLIP text tower alone for captions; it must embed exactly as legacy's model."""
+    from PIL import Image
+    from transformers import CLIPModel
+
+    from benchmarks.whole_baseline import TorchCaptioner
+    from shared.models.onnx.checks import check_photos
+    from shared.settings import load_settings
+
+    monkeypatch.setenv("CAPTION_MAX_LENGTH", "17")
+    settings = load_settings(env_file=None)
+    photo: Image.Image = check_photos()[1][0]
+    full = CLIPModel.from_pretrained(tiny_transformers_clip_dir).eval()
+    legacy = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, full, settings)
+    immich = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, None, settings)
+    (caption, vector), (same, other) = legacy.caption(photo), immich.caption(photo)
+    assert type(immich.clip).__name__ == "CLIPTextModelWithProjection"
+    assert caption == same and 1 <= len(caption.split()) <= 16
+    assert float(vector @ other) > 0.9999
