@@ -119,7 +119,7 @@ class PipelineBench:
         group = ProcessGroup(self.workdir / tag, self.base_env)
         try:
             workers = self._start(approach, group, {**approach.env, **(env or {})})
-            warm = warmup[: self._warmup_count(approach, env)]
+            warm = warmup[: self.warmup_count(approach, env)]
             since = self.gallery.recorder.mark()
             self._push(warm, None)
             self._await(warm, group, since)
@@ -172,8 +172,9 @@ class PipelineBench:
             wait_http_ok(f"http://127.0.0.1:{worker.metrics_port}/readyz", group, STARTUP_TIMEOUT_S)
         return workers
 
-    def _warmup_count(self, approach: Approach, env: dict[str, str] | None) -> int:
-        if not approach.is_ours:
+    def warmup_count(self, approach: Approach, env: dict[str, str] | None) -> int:
+        """Warm-up photos for `approach`: a full batch per worker process of ours (and of `bare`)."""
+        if not approach.runs_our_code:
             return 2
         batch = int({**approach.env, **(env or {})}.get("MINDSIGHT_BATCH_SIZE", "8"))
         return approach.workers * max(batch, 2)
