@@ -1,10 +1,13 @@
-"""The approaches compared, named on the command line: `1`, `2`, `3`, `3-int8`, `3-1p`, `3-int8-2t`, ...
+"""The approaches compared, named on the command line: `1`, `2`, `3`, `3-int8`, `3-1p`, `bare-2t`, ...
 
 `1` and `2` are the baselines (benchmarks.baselines). `3` is ours with default settings and the README's
 process layout (one `mindsight worker clip` process per core); suffixes change one thing each:
 `int8` (ONNX Runtime, int8 weights; also the CPU default once an int8 export exists), `onnx` / `torch`
 (runtime forced, fp32), `<N>p` (worker processes),
 `<N>t` (MINDSIGHT_THREADS per process).
+`bare` is the same decode + inference code as `3` in a plain loop, one process per core, without Redis,
+RQ, the router or callbacks (benchmarks.bare_loop); it takes the same suffixes with the same meaning, and
+`1 - ours/bare` photos/s is the pipeline's overhead.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["hf-torch", "ort-fp32", "ours"]
+Kind = Literal["hf-torch", "ort-fp32", "ours", "bare"]
 
 INT8_ENV = {"MINDSIGHT_CLIP_RUNTIME": "onnx", "MINDSIGHT_CLIP_PRECISION": "int8"}
 """Settings that select ONNX Runtime with the int8 export."""
@@ -24,7 +27,7 @@ RUNTIME_ENV = {
     "torch": {"MINDSIGHT_CLIP_RUNTIME": "torch"},
 }
 
-DEFAULT_APPROACHES = ("1", "2", "3", "3-int8")
+DEFAULT_APPROACHES = ("1", "2", "3", "3-int8", "bare")
 
 BASELINE_TITLES = {
     "1": "legacy runner: CLIPProcessor + CLIPModel, torch fp32, 1 photo at a time, full decode",
@@ -55,6 +58,11 @@ class Approach:
     def is_ours(self) -> bool:
         return self.kind == "ours"
 
+    @property
+    def runs_our_code(self) -> bool:
+        """Ours or `bare`: takes our settings (suffixes, --set) and runs our decode + inference code."""
+        return self.kind in ("ours", "bare")
+
 
 def parse_approach(key: str) -> Approach:
     """The approach named `key`; UnknownApproach with the accepted forms otherwise."""
@@ -64,9 +72,9 @@ def parse_approach(key: str) -> Approach:
     if key == "2":
         return Approach("2", "ort-fp32", BASELINE_TITLES["2"])
     head, *mods = key.split("-")
-    if head != "3":
+    if head not in ("3", "bare"):
         raise UnknownApproach(
-            f"unknown approach {key!r}: use 1, 2, 3 or 3 with -int8/-onnx/-torch/-<N>p/-<N>t"
+            f"unknown approach {key!r}: use 1, 2, 3 or bare, the last two with -int8/-onnx/-torch/-<N>p/-<N>t"
         )
     env: dict[str, str] = {}
     workers = cores()
@@ -85,5 +93,9 @@ def parse_approach(key: str) -> Approach:
     if not any(m in RUNTIME_ENV for m in mods):
         parts.append("default settings")
     threads = env.get("MINDSIGHT_THREADS", "default")
+    if head == "bare":
+        parts[0] = "bare loop (our decode + inference)"
+        layout = f"{workers} process(es) x {threads} thread(s), no Redis/RQ/router/callbacks"
+        return Approach(key, "bare", f"{', '.join(parts)}: {layout}", workers, env)
     title = f"{', '.join(parts)}: {workers} worker process(es) x {threads} thread(s), router + RQ"
     return Approach(key, "ours", title, workers, env)

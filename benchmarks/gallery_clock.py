@@ -1,33 +1,63 @@
 """The reference gallery, served on a thread of the harness, with a clock on its internal callbacks.
 
-Every approach posts its results here; an ASGI middleware notes when each `ml_result` callback has been
-answered (the row is stored), which is where "LPUSH to callback" ends.
+Every approach posts its results here; an ASGI middleware notes when each internal photo callback has
+been answered (the row is stored), which is where "LPUSH to callback" ends, and what kind it was: the
+route says `faces`; an `ml_result` body's "modality" says `image` or `caption`, its processing_status
+"failed" makes it a `failure`. The body is read as it streams past (receive is wrapped, not consumed).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gallery.app import create_app
 from services.gallery.server import BackgroundServer
 
-_ML_RESULT = re.compile(r"^/api/internal/photos/(\d+)/ml_result$")
+_CALLBACK = re.compile(r"^/api/internal/photos/(\d+)/(ml_result|faces)$")
+
+Kind = Literal["image", "caption", "faces", "failure", "unknown"]
+"""What a callback delivered: an image embedding, a caption (+ its embedding), a photo's faces, a failure."""
 
 
 @dataclass(frozen=True)
 class Callback:
-    """One answered ml_result callback: which photo, the HTTP status, and when (time.time())."""
+    """One answered callback: which photo, the HTTP status, when (time.time()), what it delivered.
+
+    `items`: faces in a faces callback, words in a caption callback's caption (0 otherwise).
+    """
 
     photo_id: int
     status: int
     at: float
+    kind: Kind = "image"
+    items: int = 0
+
+
+def classify(route: str, body: bytes) -> tuple[Kind, int]:
+    """The kind of a callback to `route` (ml_result or faces) with JSON `body`, and its item count."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return "unknown", 0
+    if not isinstance(data, dict):
+        return "unknown", 0
+    if route == "faces":
+        faces = data.get("faces")
+        return "faces", len(faces) if isinstance(faces, list) else 0
+    if data.get("processing_status") == "failed":
+        return "failure", 0
+    if data.get("modality") == "caption":
+        return "caption", len(str(data.get("caption") or "").split())
+    return ("image", 0) if data.get("modality") == "image" else ("unknown", 0)
 
 
 class CallbackRecorder:
@@ -47,8 +77,16 @@ class CallbackRecorder:
         with self._cond:
             return len(self._events)
 
-    def wait_for(self, photo_ids: set[int], since: int, timeout: float) -> dict[int, float]:
-        """Block until each photo has a 2xx callback after `since`; photo id -> time of its first one.
+    def events(self, since: int) -> list[Callback]:
+        """The callbacks recorded after position `since`."""
+        with self._cond:
+            return list(self._events[since:])
+
+    def wait_for(
+        self, photo_ids: set[int], since: int, timeout: float, kind: Kind | None = None
+    ) -> dict[int, float]:
+        """Block until each photo has a 2xx callback (of `kind`, if given) after `since`; photo id -> time
+        of its first one.
 
         Raises TimeoutError (naming what is missing and any failed callbacks) after `timeout` seconds.
         """
@@ -57,7 +95,8 @@ class CallbackRecorder:
             while True:
                 done: dict[int, float] = {}
                 for event in self._events[since:]:
-                    if event.photo_id in photo_ids and 200 <= event.status < 300:
+                    wanted = kind is None or event.kind == kind
+                    if wanted and event.photo_id in photo_ids and 200 <= event.status < 300:
                         done.setdefault(event.photo_id, event.at)
                 if len(done) == len(photo_ids):
                     return done
@@ -66,25 +105,33 @@ class CallbackRecorder:
                     missing = sorted(photo_ids - done.keys())
                     failed = [e for e in self._events[since:] if e.status >= 300]
                     raise TimeoutError(
-                        f"{len(missing)} of {len(photo_ids)} photos got no callback within {timeout:.0f}s "
+                        f"{len(missing)} of {len(photo_ids)} photos got no {kind or 'any'} callback within "
+                        f"{timeout:.0f}s "
                         f"(first missing: {missing[:5]}; failed callbacks: {failed[:3]})"
                     )
                 self._cond.wait(min(left, 1.0))
 
 
 class CallbackClockMiddleware:
-    """Records each internal ml_result callback once its response has been sent."""
+    """Records each internal photo callback, with its kind, once its response has been sent."""
 
     def __init__(self, app: ASGIApp, recorder: CallbackRecorder) -> None:
         self.app = app
         self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _ML_RESULT.match(scope.get("path", "")) if scope["type"] == "http" else None
+        match = _CALLBACK.match(scope.get("path", "")) if scope["type"] == "http" else None
         if match is None:
             await self.app(scope, receive, send)
             return
         status = 0
+        body = bytearray()
+
+        async def reading_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.extend(message.get("body", b""))
+            return message
 
         async def timed_send(message: Message) -> None:
             nonlocal status
@@ -92,9 +139,10 @@ class CallbackClockMiddleware:
                 status = int(message["status"])
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                self.recorder.record(Callback(int(match.group(1)), status, time.time()))
+                kind, items = classify(match.group(2), bytes(body))
+                self.recorder.record(Callback(int(match.group(1)), status, time.time(), kind, items))
 
-        await self.app(scope, receive, timed_send)
+        await self.app(scope, reading_receive, timed_send)
 
 
 class BenchGallery:

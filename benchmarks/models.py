@@ -1,8 +1,10 @@
-"""The benchmark's CLIP model: the real ViT-B/32 (or ViT-L/14) architecture with random weights, on disk.
+"""The benchmark's models: CLIP ViT-B/32 or ViT-L/14 and BLIP-base, real architectures, random weights.
 
-No hub: the weights are random (seeded), the tokenizer is CLIP's real BPE (open_clip's bundled vocabulary)
-and the image processor has OpenAI's settings, so every approach loads the very same folder (or its ONNX
-export) and pays exactly the compute of the real model.
+No hub: the weights are random (seeded), the CLIP tokenizer is CLIP's real BPE (open_clip's bundled
+vocabulary) and the image processors have the real settings, so every approach loads the very same folder
+(or its ONNX export) and pays exactly the compute of the real model. BLIP's tokenizer is a BERT WordPiece
+tokenizer over a generated vocabulary of BLIP-base's size (BERT's special tokens at BERT's ids, "[DEC]"
+and "[ENC]" after them as in BLIP, whole filler words elsewhere, so one generated token is one word).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,13 @@ ARCHITECTURES = {
 MARKER = "bench-model.json"
 """Written last: its presence means the folder is complete."""
 
+BLIP_BASE = "blip-base"
+"""The BLIP folder's name under <out>/models: Salesforce/blip-image-captioning-base's shapes."""
+
+BLIP_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, "[DEC]": 30522}
+"""BERT's special tokens at bert-base-uncased's ids and BLIP's decoder prompt after BERT's vocabulary: the
+ids BlipConfig's text defaults use (pad 0, sep 102 ends a caption, bos 30522)."""
+
 
 def clip_config(arch: Architecture) -> Any:
     """A transformers CLIPConfig with the checkpoint's shapes (quick_gelu, 77 tokens, 49408 vocab)."""
@@ -80,13 +90,23 @@ def clip_config(arch: Architecture) -> Any:
 
 def ensure_model(arch: Architecture, models_dir: Path, seed: int = 0) -> Path:
     """The `save_pretrained` folder of `arch` under `models_dir`, built once (seeded random weights)."""
-    out = models_dir / arch.name
+    return _ensure(models_dir / arch.name, lambda staging: build_clip_folder(arch, staging, seed))
+
+
+def ensure_blip(models_dir: Path, seed: int = 0) -> Path:
+    """The BLIP-base folder under `models_dir` (for CAPTION_MODEL_NAME), built once, seeded random weights."""
+    return _ensure(models_dir / BLIP_BASE, lambda staging: build_blip_folder(staging, seed))
+
+
+def _ensure(out: Path, build: Callable[[Path], None]) -> Path:
+    """`out`, built by `build(staging folder)` unless its marker is there; renamed into place when done."""
     if (out / MARKER).is_file():
         return out
+    models_dir = out.parent
     models_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{arch.name}-", dir=models_dir))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=models_dir))
     try:
-        build_clip_folder(arch, staging, seed)
+        build(staging)
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)  # a half-written model is never mistaken for a complete one
     finally:
@@ -112,6 +132,42 @@ def build_clip_folder(arch: Architecture, out: Path, seed: int = 0) -> None:
     )
     CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(out)
     (out / MARKER).write_text(json.dumps({"architecture": arch.name, "seed": seed}), encoding="utf-8")
+
+
+def build_blip_folder(out: Path, seed: int = 0) -> None:
+    """Write BlipForConditionalGeneration(BlipConfig()) (random weights), its processor and tokenizer."""
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    config = BlipConfig()  # BLIP-base: ViT-B/16 at 384 px, 12-layer BERT decoder with cross-attention
+    text: Any = config.text_config
+    text.eos_token_id = text.sep_token_id  # as the captioner's generate ends captions: at [SEP]
+    vocab = _blip_vocab(int(text.vocab_size))
+    for token, index in BLIP_SPECIAL_IDS.items():
+        assert vocab[index] == token, (token, index)
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(vocab=str(out / "vocab.txt"), bos_token="[DEC]")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    torch.manual_seed(seed)
+    BlipForConditionalGeneration(config).eval().save_pretrained(out)
+    processor = BlipImageProcessor()  # BLIP's settings: 384x384 bicubic, OpenAI CLIP mean/std
+    BlipProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(out)
+    (out / MARKER).write_text(json.dumps({"architecture": BLIP_BASE, "seed": seed}), encoding="utf-8")
+
+
+def _blip_vocab(size: int) -> list[str]:
+    """`size` tokens: the specials at their ids, "[ENC]" last, distinct lower-case filler words elsewhere."""
+    vocab = [f"w{i}" for i in range(size)]
+    for token, index in BLIP_SPECIAL_IDS.items():
+        vocab[index] = token
+    vocab[size - 1] = "[ENC]"
+    return vocab
 
 
 @dataclass(frozen=True)

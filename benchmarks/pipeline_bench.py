@@ -119,7 +119,7 @@ class PipelineBench:
         group = ProcessGroup(self.workdir / tag, self.base_env)
         try:
             workers = self._start(approach, group, {**approach.env, **(env or {})})
-            warm = warmup[: self._warmup_count(approach, env)]
+            warm = warmup[: self.warmup_count(approach, env)]
             since = self.gallery.recorder.mark()
             self._push(warm, None)
             self._await(warm, group, since)
@@ -172,8 +172,9 @@ class PipelineBench:
             wait_http_ok(f"http://127.0.0.1:{worker.metrics_port}/readyz", group, STARTUP_TIMEOUT_S)
         return workers
 
-    def _warmup_count(self, approach: Approach, env: dict[str, str] | None) -> int:
-        if not approach.is_ours:
+    def warmup_count(self, approach: Approach, env: dict[str, str] | None) -> int:
+        """Warm-up photos for `approach`: a full batch per worker process of ours (and of `bare`)."""
+        if not approach.runs_our_code:
             return 2
         batch = int({**approach.env, **(env or {})}.get("MINDSIGHT_BATCH_SIZE", "8"))
         return approach.workers * max(batch, 2)
@@ -204,12 +205,12 @@ class PipelineBench:
     def _await(
         self, photos: PhotoSet, group: ProcessGroup, since: int, timeout: float | None = None
     ) -> dict[int, float]:
-        """Wait for a callback of each photo after log position `since`; photo id -> its time."""
+        """Wait for an image callback of each photo after log position `since`; photo id -> its time."""
         ids = {p for p, _ in photos}
         deadline = time.monotonic() + (timeout or STARTUP_TIMEOUT_S + 10 * len(photos))
         while True:
             try:
-                return self.gallery.recorder.wait_for(ids, since, timeout=2.0)
+                return self.gallery.recorder.wait_for(ids, since, timeout=2.0, kind="image")
             except TimeoutError:
                 group.check_alive()
                 if time.monotonic() > deadline:

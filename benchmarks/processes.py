@@ -129,19 +129,28 @@ def wait_http_ok(url: str, group: ProcessGroup, timeout: float) -> None:
 
 def stage_seconds(port: int) -> dict[str, tuple[float, float]]:
     """`mindsight_stage_seconds` of a worker's /metrics: stage -> (sum of seconds, number of batches)."""
+    out: dict[str, tuple[float, float]] = {}
+    for (_, stage), (seconds, count) in capability_stage_seconds(port).items():
+        before = out.get(stage, (0.0, 0.0))
+        out[stage] = (before[0] + seconds, before[1] + count)
+    return out
+
+
+def capability_stage_seconds(port: int) -> dict[tuple[str, str], tuple[float, float]]:
+    """The same by capability: (capability, stage) -> (sum of seconds, number of batches)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    out: dict[str, list[float]] = {}
+    out: dict[tuple[str, str], list[float]] = {}
     for family in text_string_to_metric_families(text):
         if family.name != "mindsight_stage_seconds":
             continue
         for sample in family.samples:
-            stage = sample.labels.get("stage", "")
+            key = (sample.labels.get("capability", ""), sample.labels.get("stage", ""))
             if sample.name.endswith("_sum"):
-                out.setdefault(stage, [0.0, 0.0])[0] += sample.value
+                out.setdefault(key, [0.0, 0.0])[0] += sample.value
             elif sample.name.endswith("_count"):
-                out.setdefault(stage, [0.0, 0.0])[1] += sample.value
+                out.setdefault(key, [0.0, 0.0])[1] += sample.value
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 

@@ -15,6 +15,11 @@ TARGET_X_VS_2 = 2.0
 TARGET_SINGLE_MS = 150.0
 TARGET_EMBED_P50_MS = 15.0
 TARGET_ONNX_RSS_MB = 600.0
+TARGET_OVERHEAD = 0.10
+"""Most of ours' photos/s the pipeline (router, RQ, callbacks) may cost against `bare` (issue 10)."""
+
+SAME_SETTINGS = ("runtime", "precision", "device", "workers", "threads")
+"""What ours and a `bare` row must share for one to be the other's overhead reference."""
 
 
 def _ratio(a: float, b: float | None) -> float | None:
@@ -53,7 +58,28 @@ def summarise(runs: list[PipelineRun]) -> list[dict[str, Any]]:
         for b, other in base.items():
             row[f"x_vs_{b}"] = _ratio(row["photos_per_s"], other["photos_per_s"] if other else None)
             row[f"x_vs_{b}_range"] = _paired_range(by_key, row["size"], row["approach"], b)
+    for row in rows:
+        bare = _bare_match(rows, row)
+        if bare is not None and bare["photos_per_s"]:
+            spread = _paired_range(by_key, row["size"], row["approach"], bare["approach"])
+            row["bare_match"] = bare["approach"]
+            row["overhead_vs_bare"] = round(1 - row["photos_per_s"] / bare["photos_per_s"], 3)
+            row["overhead_vs_bare_range"] = [round(1 - x, 2) for x in reversed(spread)] if spread else None
     return sorted(rows, key=lambda r: (r["size"], r["approach"]))
+
+
+def _bare_match(rows: list[dict[str, Any]], ours: dict[str, Any]) -> dict[str, Any] | None:
+    """The `bare` row that ran what ours' row `ours` ran (SAME_SETTINGS), same suffix first; None if none."""
+    if not ours["approach"].startswith("3"):
+        return None
+    settings = [ours["runtime"].get(k) for k in SAME_SETTINGS]
+    same = [
+        r for r in rows
+        if r["approach"].startswith("bare") and r["size"] == ours["size"]
+        and [r["runtime"].get(k) for k in SAME_SETTINGS] == settings
+    ]  # fmt: skip
+    twin = "bare" + ours["approach"][1:]
+    return next((r for r in same if r["approach"] == twin), same[0] if same else None)
 
 
 def _find(rows: list[dict[str, Any]], size: str, approach: str) -> dict[str, Any] | None:
@@ -86,6 +112,11 @@ def check_targets(
             x = row.get(f"x_vs_{b}")
             if x is not None:
                 out.append(_target(f"{a}: photos/s vs approach {b}", x, f">= {goal:g}x", x >= goal))
+        overhead = row.get("overhead_vs_bare")
+        if overhead is not None:
+            name = f"{a}: pipeline overhead vs {row['bare_match']}, % of bare photos/s"
+            most = f"<= {100 * TARGET_OVERHEAD:g}%"
+            out.append(_target(name, round(100 * overhead, 1), most, overhead <= TARGET_OVERHEAD))
         ms = row["single_latency_median_ms"]
         if ms is not None:
             goal_ms = f"< {TARGET_SINGLE_MS:g} ms"
@@ -150,6 +181,34 @@ EMBED_HEADERS = [
 ]  # fmt: skip
 
 
+OVERHEAD_HEADERS = [
+    "size", "ours", "bare", "ours photos/s", "bare photos/s", "pipeline overhead (per round)",
+    "ours single ms", "bare single ms",
+]  # fmt: skip
+
+
+def _overhead_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The pipeline's overhead: ours against the `bare` loop that ran the same models the same way."""
+    table = []
+    for r in rows:
+        if r.get("overhead_vs_bare") is None:
+            continue
+        bare = _find(rows, r["size"], r["bare_match"])
+        assert bare is not None
+        overhead = f"**{100 * r['overhead_vs_bare']:.1f}%**"
+        spread = r.get("overhead_vs_bare_range")
+        if spread and spread[0] != spread[1]:
+            overhead += f" ({100 * spread[0]:.0f}% to {100 * spread[1]:.0f}%)"
+        table.append([
+            r["size"], r["approach"], bare["approach"], r["photos_per_s"], bare["photos_per_s"], overhead,
+            r["single_latency_median_ms"], bare["single_latency_median_ms"],
+        ])  # fmt: skip
+    if not table:
+        return []
+    title = "Pipeline overhead, 1 - ours/bare photos/s (bare: same models, runtime, processes, threads):"
+    return ["", title, "", *md_table(OVERHEAD_HEADERS, table)]
+
+
 def markdown(
     machine_line: str, model: str, rows: list[dict[str, Any]], embed: list[EmbedApiRun],
     targets: list[dict[str, Any]],
@@ -172,6 +231,7 @@ def markdown(
             f"{100 * r['foreign_cpu_share_max']:.0f}%",
         ])  # fmt: skip
     lines += md_table(PIPELINE_HEADERS, table)
+    lines += _overhead_lines(rows)
     singles = [
         [
             r["size"],
@@ -184,6 +244,8 @@ def markdown(
     ]
     lines += ["", "Single photo on an empty queue, LPUSH to callback (medians, ms):", ""]
     lines += md_table(SINGLE_HEADERS, singles)
+    if any(r["approach"].startswith("bare") for r in rows):
+        lines += ["", "(`bare`: one photo through an idle loop; `other`: the loopback round trip.)"]
     lines += ["", "Approaches:"]
     seen = set()
     for r in rows:

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.approaches import INT8_ENV, Approach, cores
+from benchmarks.bare_bench import measure_bare
 from benchmarks.embed_load import EmbedApiRun, bench_embed_api
 from benchmarks.gallery_clock import BenchGallery
 from benchmarks.models import BenchModel
@@ -103,10 +104,12 @@ class BenchSession:
         self, approach: Approach, size: str, env: dict[str, str] | None = None, **kw: Any
     ) -> PipelineRun:
         """One measurement of `approach` on the `size` photos (with --set and `env`); logged when done."""
-        env = {**self.opts.env, **(env or {})} if approach.is_ours else {}
-        run = self.bench.measure(
-            approach, size, self.bursts[size], self.warmup, self.singles[size], env=env, **kw
-        )
+        env = {**self.opts.env, **(env or {})} if approach.runs_our_code else {}
+        photos = (self.bursts[size], self.warmup, self.singles[size])
+        if approach.kind == "bare":
+            run = measure_bare(self.bench, approach, size, *photos, env=env)
+        else:
+            run = self.bench.measure(approach, size, *photos, env=env, **kw)
         self.log(
             f"{approach.key:>10} {size:>5}: {run.photos_per_s:7.2f} photos/s, single "
             f"{run.single_latency_median_ms:6.0f} ms, split {run.split_ms}, RSS {run.peak_rss_mb}"

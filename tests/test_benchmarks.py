@@ -17,14 +17,19 @@ from benchmarks.report import check_targets, markdown, summarise
 
 
 def _run(
-    approach: str, rate: float, size: str = "12mp", single: float = 100.0, round: str = ""
+    approach: str,
+    rate: float,
+    size: str = "12mp",
+    single: float = 100.0,
+    round: str = "",
+    precision: str = "int8",
 ) -> PipelineRun:
     return PipelineRun(
         round=round,
         approach=approach, title=approach, size=size, photos=10, seconds=10 / rate, photos_per_s=rate,
         mean_photo_latency_ms=500.0, split_ms={"decode": 1.0}, single_latency_ms=[single, single + 20],
         single_split_ms={"decode": 30.0, "inference": 50.0, "callback": 5.0, "other": single - 85},
-        peak_rss_mb={"worker-clip-0": 400.0}, runtime={"runtime": "onnxruntime"},
+        peak_rss_mb={"worker-clip-0": 400.0}, runtime={"runtime": "onnxruntime", "precision": precision},
     )  # fmt: skip
 
 
@@ -36,7 +41,10 @@ def test_parse_approach_forms() -> None:
     int8 = parse_approach("3-int8-1p-2t")
     assert int8.workers == 1 and int8.env["MINDSIGHT_THREADS"] == "2"
     assert int8.env["MINDSIGHT_CLIP_RUNTIME"] == "onnx"
-    for bad in ("4", "3-fast", "3-0p", "3-p"):
+    bare = parse_approach("bare-int8-1p-2t")  # the same suffixes, the same meaning
+    assert (bare.kind, bare.workers, bare.env) == ("bare", 1, int8.env) and not bare.is_ours
+    assert bare.runs_our_code and parse_approach("bare").workers == cores()
+    for bad in ("4", "3-fast", "3-0p", "3-p", "bare-fast", "bare3"):
         with pytest.raises(UnknownApproach):
             parse_approach(bad)
 
@@ -75,19 +83,26 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tiny_transformers_clip_dir: Path,
     from benchmarks.run import main
 
     results = main([
-        "--quick", "--model-dir", str(tiny_transformers_clip_dir), "--approaches", "1,2,3-int8-1p",
-        "--photos", "2", "--latency-samples", "1", "--no-embed", "--out", str(tmp_path),
+        "--quick", "--model-dir", str(tiny_transformers_clip_dir),
+        "--approaches", "1,2,3-int8-1p,bare-int8-1p", "--photos", "2", "--latency-samples", "1",
+        "--no-embed", "--out", str(tmp_path),
     ])  # fmt: skip
 
     rows = {r["approach"]: r for r in results["summary"]}
-    assert set(rows) == {"1", "2", "3-int8-1p"}
+    assert set(rows) == {"1", "2", "3-int8-1p", "bare-int8-1p"}
     for row in rows.values():
         assert row["size"] == "1080p" and row["photos"] == 2
         assert row["photos_per_s"] > 0
         assert row["single_latency_median_ms"] > 0
         assert all(v > 0 for k, v in row["peak_rss_mb"].items() if k != "router")
-        assert {"decode", "inference", "callback", "queue_wait"} <= set(row["split_ms"])
-    ours, legacy, immich = rows["3-int8-1p"], rows["1"], rows["2"]
+        assert {"decode", "inference"} <= set(row["split_ms"])
+    ours, legacy, immich, bare = rows["3-int8-1p"], rows["1"], rows["2"], rows["bare-int8-1p"]
+    assert all({"callback", "queue_wait"} <= set(r["split_ms"]) for r in (ours, legacy, immich))
+    # bare ran the worker's code on the same runtime, so ours' overhead is measured against it
+    assert (bare["runtime"]["runtime"], bare["runtime"]["precision"]) == ("onnxruntime", "int8")
+    assert list(bare["peak_rss_mb"]) == ["bare-0"] and bare["split_ms"]["inference"] > 0
+    assert ours["bare_match"] == "bare-int8-1p"
+    assert ours["overhead_vs_bare"] == round(1 - ours["photos_per_s"] / bare["photos_per_s"], 3)
     assert ours["x_vs_1"] == round(ours["photos_per_s"] / legacy["photos_per_s"], 2)
     assert ours["x_vs_2"] == round(ours["photos_per_s"] / immich["photos_per_s"], 2)
     # the harness exported the tiny model with `mindsight models export --int8` and the worker runs it
@@ -100,6 +115,27 @@ def test_bench_runs_end_to_end_on_a_tiny_model(tiny_transformers_clip_dir: Path,
     saved = json.loads(written[0].read_text())
     assert saved["machine"]["cores"] >= 1 and saved["summary"] == results["summary"]
     assert "| 1080p | 3-int8-1p | 2 |" in saved["markdown"]
+    assert "| 1080p | 3-int8-1p | bare-int8-1p |" in saved["markdown"]
+
+
+def test_overhead_is_against_the_bare_loop_that_ran_the_same_runtime() -> None:
+    runs = [
+        _run("3", 18.0, round="a"), _run("3-onnx", 9.0, round="a", precision="fp32"),
+        _run("bare", 20.0, round="a"), _run("bare-onnx", 12.0, round="a", precision="fp32"),
+        _run("3", 19.0, round="b"), _run("bare", 19.0, round="b"),
+    ]  # fmt: skip
+    rows = {r["approach"]: r for r in summarise(runs)}
+    ours, fp32 = rows["3"], rows["3-onnx"]
+    assert (ours["bare_match"], ours["overhead_vs_bare"]) == ("bare", round(1 - 18.5 / 19.5, 3))
+    assert ours["overhead_vs_bare_range"] == [0.0, 0.1]  # round b: 19/19, round a: 18/20
+    assert (fp32["bare_match"], fp32["overhead_vs_bare"]) == ("bare-onnx", 0.25)  # fp32 with fp32
+    assert "overhead_vs_bare" not in rows["bare"]
+
+    targets = {t["target"]: t for t in check_targets(list(rows.values()), [])}
+    assert targets["3: pipeline overhead vs bare, % of bare photos/s"]["met"] is True  # 5.1%
+    assert targets["3-onnx: pipeline overhead vs bare-onnx, % of bare photos/s"]["met"] is False
+    text = markdown("machine", "model", list(rows.values()), [], [])
+    assert "| 12mp | 3-onnx | bare-onnx | 9 | 12 | **25.0%** |" in text
 
 
 def test_merge_drops_noisy_measurements_and_keeps_pairing(tmp_path: Path) -> None:
@@ -147,3 +183,93 @@ def test_lane_bench_runs_both_modes_on_a_tiny_model(tiny_transformers_clip_dir: 
         assert mode["bulk_photos_per_s"] > 0 and len(mode["upload_latency_ms"]) == 12
     assert "| lanes |" in results["markdown"] and "| no lanes |" in results["markdown"]
     assert len(list(tmp_path.glob("results-lanes-*.json"))) == 1
+
+
+@pytest.mark.slow
+def test_whole_photo_bench_runs_legacy_and_ours_on_tiny_models(
+    tiny_transformers_clip_dir: Path, tiny_blip_dir: Path, tmp_path: Path
+) -> None:
+    from benchmarks.run import main
+
+    results = main([
+        "--whole", "--quick", "--model-dir", str(tiny_transformers_clip_dir), "--caption-model-dir",
+        str(tiny_blip_dir), "--approaches", "legacy,photo-1p", "--photos", "2", "--latency-samples", "1",
+        "--out", str(tmp_path),
+    ])  # fmt: skip
+
+    runs = {r["approach"]: r for r in results["whole"]}
+    assert set(runs) == {"legacy", "photo-1p"}
+    for run in runs.values():
+        assert run["photos"] == 2 and len(run["caption_words"]) == 2  # one caption callback per photo
+        assert all(1 <= words <= 16 for words in run["caption_words"])  # the tiny BLIP may end early
+        assert 0 < run["image_s"] <= run["everything_s"] and 0 < run["faces_s"] <= run["everything_s"]
+        assert run["photos_per_s"] == pytest.approx(2 / run["everything_s"], rel=0.01)  # s rounded to 1 ms
+        assert run["single_image_ms"][0] <= run["single_all_ms"][0]
+        assert run["rss_total_mb"] == round(sum(run["peak_rss_mb"].values()), 1)
+        assert all(mb > 0 for mb in run["peak_rss_mb"].values())
+        assert run["stage_s"]["face"]["inference"] > 0 and run["stage_s"]["caption"]["inference"] > 0
+    # the whole default stack of ours: router, the photo worker, the text worker and the embed API
+    assert set(runs["photo-1p"]["peak_rss_mb"]) == {"router", "worker-photo-0", "worker-text", "embed-api"}
+    assert set(runs["legacy"]["peak_rss_mb"]) == {"baseline-legacy"}
+    # ours ran with default settings: the int8 CLIP export `mindsight models export --int8` made
+    clip = next(iter(runs["photo-1p"]["runtime"]["clip"].values()))
+    assert (clip["runtime"], clip["precision"]) == ("onnxruntime", "int8")
+    rows = {r["approach"]: r for r in results["summary"]}
+    assert rows["photo-1p"]["x_vs_legacy"] == round(
+        rows["photo-1p"]["photos_per_s"] / rows["legacy"]["photos_per_s"], 2
+    )
+    saved = json.loads(next(tmp_path.glob("results-whole-*.json")).read_text())
+    assert saved["summary"] == results["summary"] and "| photo-1p | 2 |" in saved["markdown"]
+
+
+def test_gallery_clock_tells_callback_kinds_apart() -> None:
+    from benchmarks.gallery_clock import classify
+
+    assert classify("faces", b'{"faces": [{"embedding": [1.0]}, {"embedding": [2.0]}]}') == ("faces", 2)
+    caption = b'{"modality": "caption", "caption": "a cat on the beach", "processing_status": "done"}'
+    assert classify("ml_result", caption) == ("caption", 5)
+    assert classify("ml_result", b'{"modality": "image", "processing_status": "done"}') == ("image", 0)
+    assert classify("ml_result", b'{"modality": "image", "processing_status": "failed"}') == ("failure", 0)
+    assert classify("ml_result", b"not json") == ("unknown", 0)
+
+
+def test_whole_layouts() -> None:
+    from benchmarks.whole_layouts import UnknownLayout, parse_layout
+
+    assert parse_layout("legacy").kind == "legacy" and not parse_layout("immich").is_ours
+    split = parse_layout("split")
+    assert [args for _, args in split.workers] == [
+        ("worker", "clip"),
+        ("worker", "caption"),
+        ("worker", "face"),
+    ]
+    photo = parse_layout("photo-2p-3t")
+    assert len(photo.workers) == 2 and photo.env == {"MINDSIGHT_THREADS": "3"}
+    assert photo.workers[0][1] == ("worker", "photo")
+    assert parse_layout("photo-1p").env == {"MINDSIGHT_THREADS": "1"}
+    for bad in ("photo", "photo-0p", "photo-2p-0t", "3", "splits"):
+        with pytest.raises(UnknownLayout):
+            parse_layout(bad)
+
+
+def test_immich_style_captions_embed_like_legacy(
+    tiny_transformers_clip_dir: Path, tiny_blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Immich-style loads the CLIP text tower alone for captions; it must embed exactly as legacy's model."""
+    from PIL import Image
+    from transformers import CLIPModel
+
+    from benchmarks.whole_baseline import TorchCaptioner
+    from shared.models.onnx.checks import check_photos
+    from shared.settings import load_settings
+
+    monkeypatch.setenv("CAPTION_MAX_LENGTH", "17")
+    settings = load_settings(env_file=None)
+    photo: Image.Image = check_photos()[1][0]
+    full = CLIPModel.from_pretrained(tiny_transformers_clip_dir).eval()
+    legacy = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, full, settings)
+    immich = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, None, settings)
+    (caption, vector), (same, other) = legacy.caption(photo), immich.caption(photo)
+    assert type(immich.clip).__name__ == "CLIPTextModelWithProjection"
+    assert caption == same and 1 <= len(caption.split()) <= 16
+    assert float(vector @ other) > 0.9999

@@ -53,6 +53,26 @@ def test_batch_gives_one_caption_per_photo_equal_to_single_calls(
     assert captioner.predict([]) == []
 
 
+def test_on_a_cpu_each_photo_of_a_job_is_captioned_on_its_own(
+    make_settings: Callable[..., Settings], tiny_blip_dir: Path, photos: list[Image.Image]
+) -> None:
+    # Batched generation is slower per caption on a CPU (CPU_GENERATE_BATCH), and with int8 a caption
+    # would depend on its batch mates (activation scales are per call).
+    captioner = _captioner(make_settings, tiny_blip_dir, CAPTION_MAX_LENGTH=8)
+    model = captioner._model
+    sizes: list[int] = []
+    real = model.generate
+
+    def counting(**kw: object) -> object:
+        sizes.append(len(kw["pixel_values"]))  # type: ignore[arg-type]
+        return real(**kw)
+
+    model.generate = counting
+    together = captioner.predict(photos)
+    assert sizes == [1] * len(photos)
+    assert together == [captioner.predict([p])[0] for p in photos]
+
+
 def test_max_length_bounds_the_caption(
     make_settings: Callable[..., Settings], tiny_blip_dir: Path, photos: list[Image.Image]
 ) -> None:

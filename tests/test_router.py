@@ -14,6 +14,7 @@ import pytest
 import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import Worker
 
 from mindsight.cli.status_cmd import collect
 from shared.dead_letter import DeadLetterQueue
@@ -23,7 +24,7 @@ from shared.payloads import Capability
 from shared.queues import CONSUMERS_SET, ROUTER_CRASHES, consumer_heartbeat, processing_list
 from shared.settings import Settings
 from workers.delivery.envelope import JobEnvelope
-from workers.dispatch import rq_queue
+from workers.dispatch import job_size, rq_queue
 from workers.router import Router
 
 
@@ -92,6 +93,43 @@ def test_backlog_is_batched_in_fifo_order(make_settings, redis_url) -> None:
     assert payload_ids(jobs) == list(range(1, 21))
     # Multi-photo batches carry no RQ retry: a failed batch is split instead (workers.failure).
     assert jobs[0].retries_left is None
+
+
+@pytest.mark.parametrize(
+    ("items", "backlog", "workers", "size"),
+    [(8, 4, 2, 6), (4, 0, 2, 2), (8, 32, 2, 8), (8, 0, 0, 8), (8, 0, 1, 8), (1, 0, 4, 1), (8, 0, 3, 3)],
+)
+def test_job_size_spreads_the_work_in_hand_and_behind_over_the_workers(
+    items: int, backlog: int, workers: int, size: int
+) -> None:
+    assert job_size(items, backlog, workers) == size
+
+
+def register_workers(conn: redis.Redis, cap: Capability, n: int) -> None:
+    for i in range(n):
+        Worker([rq_queue(conn, cap)], connection=conn, name=f"w{i}-{cap.value}").register_birth()
+
+
+def test_a_short_burst_is_cut_so_every_worker_gets_an_equal_share(make_settings, redis_url) -> None:
+    """12 photos, 2 clip workers: jobs of 8 and 4 kept one worker busy for 8 photos while the other
+    idled after 4; now each gets 6."""
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_BATCH_SIZE="8")
+    register_workers(conn, Capability.CLIP, 2)
+    conn.lpush("photo_tasks", *[photo(pid, ["clip"]) for pid in range(1, 13)])
+    assert [router.consume_once("photo_tasks", block_s=0.1) for _ in range(2)] == [8, 4]
+    jobs = queued(conn, Capability.CLIP)
+    assert [len(envelope(j).payloads) for j in jobs] == [6, 2, 2, 2]
+    assert payload_ids(jobs) == list(range(1, 13))
+    # The caption queue has no worker registered: its share stays one job per take.
+    assert [len(envelope(j).payloads) for j in queued(conn, Capability.CAPTION)] == [8, 4]
+
+
+def test_a_deep_backlog_keeps_full_batches_with_many_workers(make_settings, redis_url) -> None:
+    router, conn = make_router(make_settings, redis_url, MINDSIGHT_BATCH_SIZE="8")
+    register_workers(conn, Capability.CLIP, 3)
+    conn.lpush("photo_tasks", *[photo(pid, ["clip"]) for pid in range(1, 101)])
+    router.consume_once("photo_tasks", block_s=0.1)
+    assert [len(envelope(j).payloads) for j in queued(conn, Capability.CLIP)] == [8]
 
 
 def test_a_batch_from_a_deep_backlog_costs_two_round_trips(

@@ -16,6 +16,7 @@ from shared.settings import Settings
 from workers.dispatch import Dispatcher
 from workers.photo_decoder import DECODE_CACHE_BYTES, PhotoDecoder
 from workers.runtime import PauseControl, WorkerContext, install
+from workers.tasks.base import PhotoTask, TextTask
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ def build_context(
         name=name or socket.gethostname(),
     )
     if capabilities:
-        _load_tasks(ctx, settings, capabilities)
+        ctx.photo_tasks, ctx.text_task = load_tasks(settings, capabilities)
+        _log_tasks(ctx)
     install(ctx)
     return ctx
 
@@ -60,7 +62,14 @@ def _torch_needed(settings: Settings, capabilities: list[Capability]) -> bool:
     return clip_needs_torch(settings.clip, settings.store, settings.worker.device)
 
 
-def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capability]) -> None:
+def load_tasks(
+    settings: Settings, capabilities: list[Capability]
+) -> tuple[dict[Capability, PhotoTask], TextTask | None]:
+    """The tasks of `capabilities` with their models loaded, exactly as a worker process runs them.
+
+    Also what the benchmark's `bare` approach runs (benchmarks.bare_loop), so the pipeline's overhead is
+    measured against the same models, runtime, precision and threads.
+    """
     from shared.models.clip.registry import load_clip_models
 
     pref = settings.worker.device
@@ -73,6 +82,8 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
         ["text"] if {Capability.TEXT, Capability.CAPTION} & set(capabilities) else []
     )
     clip_models = {}
+    photo_tasks: dict[Capability, PhotoTask] = {}
+    text_task: TextTask | None = None
     if Capability.CLIP in capabilities or Capability.TEXT in capabilities:
         clip_models = load_clip_models(
             settings.clip, settings.store, device, settings.worker.threads, device_pref=pref, towers=towers
@@ -82,11 +93,11 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
             case Capability.CLIP:
                 from workers.tasks.clip_task import ClipTask
 
-                ctx.photo_tasks[cap] = ClipTask(clip_models)
+                photo_tasks[cap] = ClipTask(clip_models)
             case Capability.TEXT:
                 from workers.tasks.text_task import ClipTextTask
 
-                ctx.text_task = ClipTextTask(clip_models, settings.clip.label_for(None))
+                text_task = ClipTextTask(clip_models, settings.clip.label_for(None))
             case Capability.CAPTION:
                 from shared.models.caption.blip_captioner import load_captioner
                 from workers.tasks.caption_task import CaptionTask
@@ -102,7 +113,7 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
                 )
                 captioner = load_captioner(settings.caption, settings.store, device)
                 captioner.load()
-                ctx.photo_tasks[cap] = CaptionTask(
+                photo_tasks[cap] = CaptionTask(
                     captioner, text_models[first.label], settings.caption.model_name
                 )
             case Capability.FACE:
@@ -110,7 +121,11 @@ def _load_tasks(ctx: WorkerContext, settings: Settings, capabilities: list[Capab
                 from workers.tasks.face_task import FaceTask
 
                 analyzer = load_face_analyzer(settings.face, onnx_providers(pref), settings.worker.threads)
-                ctx.photo_tasks[cap] = FaceTask(analyzer, settings.face.model_label)
+                photo_tasks[cap] = FaceTask(analyzer, settings.face.model_label)
+    return photo_tasks, text_task
+
+
+def _log_tasks(ctx: WorkerContext) -> None:
     for cap, task in ctx.photo_tasks.items():
         log.info("%s ready: %s", cap.value, json.dumps(task.describe()))
         record_models(cap.value, task.describe())

@@ -48,6 +48,18 @@ def lane_queues(connection: redis.Redis, capabilities: Sequence[Capability]) -> 
     return [rq_queue(connection, cap, lane) for lane in Lane for cap in ordered if lane in lanes_for(cap)]
 
 
+def job_size(items: int, backlog: int, workers: int) -> int:
+    """How many of `items` payloads one job carries, so that the work in hand plus the `backlog` still
+    waiting in the backend's list spreads over the `workers` serving the queue.
+
+    A long backlog keeps jobs as full as the take (batching is where throughput comes from). At the end of
+    a burst, or for a phone's dozen uploads, a full batch would leave one worker computing eight photos
+    while another idles: 12 photos on 2 workers went out as jobs of 8 and 4, so the last image embedding
+    came after 8 photos' worth of one core instead of 6. With no worker registered yet, one is assumed."""
+    per_worker = -(-(items + backlog) // max(workers, 1))
+    return max(1, min(items, per_worker))
+
+
 class Dispatcher:
     """Adds capability jobs to a pipeline; the caller executes it together with its own changes."""
 

@@ -34,13 +34,15 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from rq.registry import clean_registries
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from shared.dead_letter import DeadLetter, DeadLetterQueue
 from shared.lanes import Lane, lane_of, lanes_for
@@ -55,10 +57,12 @@ from shared.queues import (
     router_unhealthy,
 )
 from shared.settings import Settings
-from workers.dispatch import Dispatcher, rq_queue
+from workers.dispatch import Dispatcher, job_size, rq_queue
 from workers.poison_pills import RAW_KEPT_CHARS, PoisonPills
 
 log = logging.getLogger(__name__)
+
+PHOTO_CAPS = (Capability.CLIP, Capability.CAPTION, Capability.FACE)
 
 CONSUMER_STUCK_AFTER_S = 120.0
 """A consume thread that has not come round its loop for this long is stuck. One round blocks at most
@@ -103,6 +107,17 @@ class Router:
             self.redis_settings.photo_queue: rq_queue(connection, Capability.CLIP).key,
             self.redis_settings.photo_bulk_queue: rq_queue(connection, Capability.CLIP, Lane.BULK).key,
             self.redis_settings.text_queue: rq_queue(connection, Capability.TEXT).key,
+        }
+        # Read in the same round trip as each take: how many workers serve each capability queue the
+        # source feeds, so that a take is cut into jobs that spread over them (dispatch.job_size).
+        lanes = {
+            self.redis_settings.photo_queue: (Lane.INTERACTIVE, PHOTO_CAPS),
+            self.redis_settings.photo_bulk_queue: (Lane.BULK, PHOTO_CAPS),
+            self.redis_settings.text_queue: (Lane.INTERACTIVE, (Capability.TEXT,)),
+        }
+        self._worker_keys = {
+            source: [(cap, WORKERS_BY_QUEUE_KEY % rq_queue(connection, cap, lane).name) for cap in caps]
+            for source, (lane, caps) in lanes.items()
         }
         # Due RQ retries are moved back to their queues here, so workers need no scheduler process.
         self.scheduler = RQScheduler(
@@ -207,7 +222,9 @@ class Router:
                 break
             taken = self._take(source, mine, batch_size - len(items) - 1)
             items += [item, *taken.items]  # type: ignore[list-item]  # redis-py stubs: bytes replies
-        self._dispatch_isolating_suspects(source, mine, items, taken.crash_record)
+        self._dispatch_isolating_suspects(
+            source, mine, items, taken.crash_record, taken.backlog, taken.workers
+        )
         return len(items)
 
     def _take(self, source: str, mine: str, count: int) -> _Taken:
@@ -222,11 +239,29 @@ class Router:
                 pipe.lmove(source, mine, "RIGHT", "LEFT")
             pipe.exists(ROUTER_CRASHES)
             pipe.llen(self._busy_keys[source])
-            *moved, crash_record, busy = pipe.execute()
-        return _Taken([raw for raw in moved if raw is not None], bool(crash_record), bool(busy))
+            pipe.llen(source)
+            for _, key in self._worker_keys[source]:
+                pipe.scard(key)
+            replies = pipe.execute()
+        workers = dict(
+            zip(
+                (cap for cap, _ in self._worker_keys[source]),
+                replies[-len(self._worker_keys[source]) :],
+                strict=True,
+            )
+        )
+        *moved, crash_record, busy, backlog = replies[: -len(workers)]
+        items = [raw for raw in moved if raw is not None]
+        return _Taken(items, bool(crash_record), bool(busy), int(backlog), workers)
 
     def _dispatch_isolating_suspects(
-        self, source: str, mine: str, items: list[bytes], crash_record: bool = True
+        self,
+        source: str,
+        mine: str,
+        items: list[bytes],
+        crash_record: bool = True,
+        backlog: int = 0,
+        workers: Mapping[Capability, int] | None = None,
     ) -> None:
         """Dispatch `items`; payloads held by a consumer that died go alone, the other suspects back.
 
@@ -235,7 +270,7 @@ class Router:
         False means no crash record existed after the last of `items` was moved: none is a suspect."""
         suspects = self.poison_pills.suspects(items) if crash_record else set()
         if not suspects:
-            self.dispatch(source, mine, items)
+            self.dispatch(source, mine, items, backlog, workers)
             return
         clean = [raw for raw in items if raw not in suspects]
         if clean:
@@ -281,8 +316,19 @@ class Router:
         while items := self.connection.lrange(mine, 0, self._batch_size(source) - 1):
             self.dispatch(source, mine, items)  # type: ignore[arg-type]  # redis-py stubs: bytes replies
 
-    def dispatch(self, source: str, processing: str, items: list[bytes]) -> None:
-        """Create the jobs (or dead letters) for `items` and drop them from `processing`, atomically."""
+    def dispatch(
+        self,
+        source: str,
+        processing: str,
+        items: list[bytes],
+        backlog: int = 0,
+        workers: Mapping[Capability, int] | None = None,
+    ) -> None:
+        """Create the jobs (or dead letters) for `items` and drop them from `processing`, atomically.
+
+        `backlog` payloads still wait in `source` and `workers` serve each capability's queue: each
+        capability's share of `items` is cut into jobs that spread it, with that backlog, over those
+        workers (dispatch.job_size). Without counts (recovery paths) a take stays one job."""
         is_text = source == self.redis_settings.text_queue
         from_bulk_list = source == self.redis_settings.photo_bulk_queue
         groups: dict[tuple[Capability, Lane], list[dict[str, Any]]] = defaultdict(list)
@@ -308,7 +354,10 @@ class Router:
         dlq = self._dlq(source)
         with self.connection.pipeline() as pipe:
             for (cap, lane), payloads in groups.items():
-                self.dispatcher.add(pipe, cap, payloads, policy=self.dispatcher.policy_for(cap, lane))
+                size = job_size(len(payloads), backlog, (workers or {}).get(cap, 1))
+                for start in range(0, len(payloads), size):
+                    chunk = payloads[start : start + size]
+                    self.dispatcher.add(pipe, cap, chunk, policy=self.dispatcher.policy_for(cap, lane))
             for letter in letters:
                 dlq.push(letter, pipe)
             for raw in items:
@@ -410,3 +459,7 @@ class _Taken:
     """A crash record existed after the moves (some payload may be a suspect)."""
     workers_busy: bool
     """The capability queue that means "workers are busy" held work."""
+    backlog: int = 0
+    """Payloads left in the source list after the moves."""
+    workers: dict[Capability, int] = field(default_factory=dict)
+    """Workers registered on each capability queue the source feeds."""

@@ -22,6 +22,7 @@ from shared.errors import ConfigError
 from shared.models.base import RuntimeInfo, l2_normalize
 from shared.models.clip.backbone import ClipBackbone, ClipImageEmbedder, ClipTextEmbedder, TokenBatch
 from shared.models.onnx.manifest import EXPORT_FIX, OnnxManifest, read_manifest
+from shared.models.onnx.session import open_session
 from shared.models.onnx.tokenizer import OnnxTokenizer
 
 log = logging.getLogger(__name__)
@@ -129,22 +130,11 @@ class OnnxClip(ClipBackbone):
         return out if self.manifest.normalized else l2_normalize(out)
 
     def _open(self, tower: Tower) -> Any:
-        import onnxruntime as ort
-
         assert self.manifest is not None
         path = self.folder / (self.manifest.image_file if tower == "image" else self.manifest.text_file)
         if not path.is_file():
             raise ConfigError(f"ONNX export {self.folder} lacks {path.name}; {EXPORT_FIX} again")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # unused-initialiser warnings from the exporter's graphs are noise
-        try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt files
-            raise ConfigError(f"cannot load ONNX graph {path}: {exc}; {EXPORT_FIX} again") from exc
+        session = open_session(path, self.providers, self.threads, fix=f"{EXPORT_FIX} again")
         used = session.get_providers()[0]
         if self.device != used:
             self.device = used

@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 
 from shared.device import onnx_providers
-from shared.errors import ConfigError
 from shared.models.base import Face
+from shared.models.onnx.session import open_session
 
 NMS_IOU = 0.4
 """Overlap above which the weaker of two boxes is dropped; insightface and RetinaFace both use 0.4."""
@@ -73,19 +73,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU) -
 def onnx_session(
     model: bytes | Path, providers: Sequence[str] | None, threads: int = 0
 ) -> ort.InferenceSession:
-    """An onnxruntime session on `providers` (default: CUDA if present, then CPU); ConfigError on failure."""
-    options = ort.SessionOptions()
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # onnxruntime's warnings about unused initialisers are noise here
-    source = model if isinstance(model, bytes) else str(model)
-    try:
-        return ort.InferenceSession(
-            source, sess_options=options, providers=list(providers or onnx_providers("auto"))
-        )
-    except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt files
-        where = "in-memory model" if isinstance(model, bytes) else str(model)
-        raise ConfigError(f"cannot load ONNX model {where}: {exc}") from exc
+    """A face model's session on `providers` (default: CUDA if present, then CPU); ConfigError on failure."""
+    return open_session(model, list(providers or onnx_providers("auto")), threads)
 
 
 def provider_label(session: ort.InferenceSession) -> str:

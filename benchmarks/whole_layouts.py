@@ -1,0 +1,127 @@
+"""The approaches of the whole-photo benchmark (`--whole --approaches ...`) and how each is started.
+
+- `legacy`, `immich`: the baselines of benchmarks.whole_baseline (one process, sequential loop).
+- `split`: one process per capability, as docker-compose.yml ran them before `worker photo`: `mindsight
+  worker clip`, `mindsight worker caption` and `mindsight worker face`, default settings (1 thread each).
+- `photo-<N>p[-<M>t]`: N processes of `mindsight worker photo` (one process hosting the three photo
+  capabilities, taking its queues in priority order: clip, face, caption), MINDSIGHT_THREADS=M (default
+  1). `photo-2p` is docker-compose.yml's default (MINDSIGHT_PHOTO_WORKERS=2, MINDSIGHT_PHOTO_THREADS=1).
+
+Every layout of ours also runs the router, `mindsight worker text` and `mindsight serve embed-api` (idle),
+so the peak RSS summed over the processes is the whole default stack's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from benchmarks.processes import Proc, ProcessGroup, new_port, wait_http_ok
+
+Kind = Literal["legacy", "immich", "ours"]
+
+WHOLE_APPROACHES = ("legacy", "immich", "split", "photo-2p", "photo-1p-2t")
+"""The approaches `--whole` measures unless told otherwise."""
+
+PHOTO_WORKER = ("worker", "photo")
+"""One process hosting the three photo capabilities, clip's queue first, then face, then caption."""
+
+SPLIT_WORKERS = (
+    ("clip", ("worker", "clip")),
+    ("caption", ("worker", "caption")),
+    ("face", ("worker", "face")),
+)
+"""One process per photo capability (docker-compose.yml's layout before `worker photo`)."""
+
+BASELINE_TITLES = {
+    "legacy": "legacy runner's loop: CLIPProcessor + CLIPModel, BLIP generate, CLIP text features, all torch "
+    "fp32; RetinaFace+dlib faces on a cv2 decode; full decode per capability, 1 photo at a time",
+    "immich": "Immich-style: CLIP image ONNX Runtime fp32 batch 1, BLIP + CLIP text torch fp32 (Immich has "
+    "no captions), RetinaFace+dlib faces; full PIL decode per capability, 1 photo at a time",
+}
+
+_PHOTO = re.compile(r"^photo-(\d+)p(?:-(\d+)t)?$")
+
+
+class UnknownLayout(ValueError):
+    """An approach name the whole-photo benchmark does not know."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One way of running the whole photo: a baseline, or a set of `mindsight` processes."""
+
+    key: str
+    kind: Kind
+    title: str
+    workers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Ours: (process name, `mindsight` arguments) of each photo worker."""
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_ours(self) -> bool:
+        return self.kind == "ours"
+
+
+def parse_layout(key: str) -> Layout:
+    """The approach named `key`; UnknownLayout with the accepted forms otherwise."""
+    key = key.strip()
+    if key in BASELINE_TITLES:
+        return Layout(key, key, BASELINE_TITLES[key])  # type: ignore[arg-type]
+    if key == "split":
+        title = (
+            "ours, default settings: worker clip + worker caption + worker face, 1 process x 1 thread "
+            "each (compose's layout before `worker photo`)"
+        )
+        return Layout(key, "ours", title, tuple((f"worker-{n}", a) for n, a in SPLIT_WORKERS))
+    match = _PHOTO.match(key)
+    if match is None or int(match.group(1)) < 1 or int(match.group(2) or 1) < 1:
+        raise UnknownLayout(f"unknown approach {key!r}: use legacy, immich, split or photo-<N>p[-<M>t]")
+    n, threads = int(match.group(1)), match.group(2) or "1"
+    title = f"ours, default settings: {n} x `worker photo` process(es) x {threads} thread(s)"
+    if (n, threads) == (2, "1"):
+        title += " (docker-compose.yml's default)"
+    workers = tuple((f"worker-photo-{i}", PHOTO_WORKER) for i in range(n))
+    return Layout(key, "ours", title, workers, {"MINDSIGHT_THREADS": threads})
+
+
+@dataclass(frozen=True)
+class BaselineModels:
+    """What the baselines load: the CLIP and BLIP folders and the fp32 image graph (Immich-style)."""
+
+    clip_dir: Path
+    blip_dir: Path
+    onnx_image_fp32: Path | None
+
+
+def start_layout(
+    layout: Layout, group: ProcessGroup, env: dict[str, str], models: BaselineModels, timeout: float
+) -> list[Proc]:
+    """Start `layout`'s processes and wait until they are ready; the processes whose stages are timed."""
+    if not layout.is_ours:
+        argv = ["-m", "benchmarks.whole_baseline", layout.kind, "--model-dir", str(models.clip_dir),
+                "--caption-model-dir", str(models.blip_dir)]  # fmt: skip
+        if layout.kind == "immich":
+            if models.onnx_image_fp32 is None:
+                raise RuntimeError("the Immich-style baseline needs the ONNX fp32 export of the CLIP model")
+            argv += ["--onnx", str(models.onnx_image_fp32)]
+        return [group.start(f"baseline-{layout.kind}", argv, env)]
+    env = {**env, **layout.env}
+    group.mindsight("router", "router", env=env)
+    workers = [
+        group.mindsight(name, *args, env={**env, "MINDSIGHT_METRICS_PORT": str(new_port())})
+        for name, args in layout.workers
+    ]
+    text = group.mindsight(
+        "worker-text", "worker", "text", env={**env, "MINDSIGHT_METRICS_PORT": str(new_port())}
+    )
+    api_port = new_port()
+    group.mindsight(
+        "embed-api", "serve", "embed-api", "--host", "127.0.0.1", "--port", str(api_port), env=env
+    )
+    for proc in [*workers, text]:
+        wait_http_ok(f"http://127.0.0.1:{proc.metrics_port}/readyz", group, timeout)
+    wait_http_ok(f"http://127.0.0.1:{api_port}/readyz", group, timeout)
+    return workers

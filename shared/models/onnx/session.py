@@ -1,0 +1,32 @@
+"""The one onnxruntime session factory: every ONNX model of the product (CLIP towers, face detectors and
+recognisers) is opened here, so threads, graph optimisation and error translation are decided once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+
+
+def open_session(model: bytes | Path, providers: Sequence[str], threads: int = 0, fix: str = "") -> Any:
+    """An onnxruntime InferenceSession of `model` on `providers`, with `threads` intra-op threads (0:
+    onnxruntime's default, one per core). One inter-op thread: our graphs are sequential, and parallelism
+    across photos comes from batching and processes. A file onnxruntime cannot load is a ConfigError
+    naming it, followed by `fix` (what the operator should do)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initialisers in exported graphs are noise
+    try:
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, sess_options=options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt files
+        where = "in-memory model" if isinstance(model, bytes) else str(model)
+        raise ConfigError(f"cannot load ONNX model {where}: {exc}{'; ' + fix if fix else ''}") from exc
