@@ -17,8 +17,8 @@ TARGET_STACK_RSS_MB = 3 * 1024.0
 """Issue 10: >= 2x the original runner's photos/s, all image embeddings in <= 0.5x its time, stack <= 3 GB."""
 
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 2) if values else None
+def _median(values: list[float], digits: int = 2) -> float | None:
+    return round(statistics.median(values), digits) if values else None
 
 
 def summarise_whole(runs: list[WholeRun]) -> list[dict[str, Any]]:
@@ -33,7 +33,7 @@ def summarise_whole(runs: list[WholeRun]) -> list[dict[str, Any]]:
         rss = {name: max(r.peak_rss_mb.get(name, 0.0) for r in group) for name in mid.peak_rss_mb}
         rows.append({
             "approach": approach, "title": mid.title, "photos": mid.photos, "repeats": len(group),
-            "photos_per_s": _median(rates), "photos_per_s_min": min(rates), "photos_per_s_max": max(rates),
+            "photos_per_s": _median(rates, 3), "photos_per_s_min": min(rates), "photos_per_s_max": max(rates),
             "image_s": _median([r.image_s for r in group]),
             "caption_s": _median([r.caption_s for r in group]),
             "faces_s": _median([r.faces_s for r in group]),
