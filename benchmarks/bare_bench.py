@@ -3,7 +3,9 @@
 Like ours it gets fresh processes, a warm-up on other photos, a burst, single photos and peak RSS, so its
 row sits in the same tables. The burst: every process is ready (models loaded, warmed up), the harness
 sends each its share of the burst's files (every n-th: the photos are alike) at once, the go, and times
-from then until the last process has finished its last batch.
+from then until the last process has finished its last batch. The share is static: a process slowed by
+other work on the machine gets no help from the others (ours' workers pull from one queue), so under
+noise `bare` can come out slower than ours; `finished_s` in the run's runtime says how far apart they ended.
 
 Single photos go one at a time through process 0 on an otherwise idle set of processes: decode + inference
 of one photo at batch 1, plus a loopback round trip (`other`). That is the floor ours cannot go below;
@@ -66,6 +68,8 @@ def measure_bare(
         noise = foreign_share(cpu_start, snapshot(cpu_start.ours))
         ends = [(n, end) for answer in answers for n, end in answer["batches"]]
         seconds = max(end for _, end in ends) - start
+        # a static share cannot rebalance: how far apart the processes finished shows what that cost
+        finished = [round(answer["batches"][-1][1] - start, 2) for answer in answers if answer["batches"]]
         split = {
             stage: round(1000 * sum(a[stage] for a in answers) / len(paths), 1)
             for stage in ("decode", "inference")
@@ -84,7 +88,8 @@ def measure_bare(
         mean_photo_latency_ms=round(1000 * sum(n * (end - start) for n, end in ends) / len(paths), 1),
         split_ms=split, single_latency_ms=[round(ms, 1) for ms, _ in timed],
         single_split_ms=median_split([parts for _, parts in timed]), peak_rss_mb=rss,
-        runtime={**info, "workers": approach.workers, "threads": threads}, foreign_cpu_share=noise,
+        runtime={**info, "workers": approach.workers, "threads": threads, "finished_s": finished},
+        foreign_cpu_share=noise,
     )  # fmt: skip
 
 
