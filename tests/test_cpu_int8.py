@@ -65,6 +65,9 @@ def test_download_makes_a_checked_int8_export_that_cpu_workers_take(
     info = model.runtime_info
     assert (info.runtime, info.precision) == ("onnxruntime", "int8")
     assert model.source == "openai/clip-vit-base-patch32"  # callbacks name the model, not the export
+    # int8 weights are not pre-packed (a second copy of every weight, no faster: INT8_PREPACKING).
+    session = model.backbone._sessions["image"]  # type: ignore[attr-defined]
+    assert session.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
 
     # On a GPU the same files give fp32; a second download finds the export and leaves it.
     gpu = choose_onnx_export("b32", model.source, settings.clip, settings.store, "auto", gpu=True)

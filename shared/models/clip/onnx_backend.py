@@ -134,7 +134,9 @@ class OnnxClip(ClipBackbone):
         path = self.folder / (self.manifest.image_file if tower == "image" else self.manifest.text_file)
         if not path.is_file():
             raise ConfigError(f"ONNX export {self.folder} lacks {path.name}; {EXPORT_FIX} again")
-        session = open_session(path, self.providers, self.threads, fix=f"{EXPORT_FIX} again")
+        session = open_session(
+            path, self.providers, self.threads, fix=f"{EXPORT_FIX} again", int8=self.precision == "int8"
+        )
         used = session.get_providers()[0]
         if self.device != used:
             self.device = used

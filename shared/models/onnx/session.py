@@ -9,15 +9,31 @@ from typing import Any
 
 from shared.errors import ConfigError
 
+INT8_PREPACKING = False
+"""Pre-packing makes a second, kernel-shaped copy of every weight at load. For our int8 graphs
+(MatMulIntegerToFloat) it bought nothing and cost memory: ViT-L/14's int8 image tower ran batch 2 in
+1511/1539/1344 ms with it and 1519/1530/1345 ms without, interleaved, while its process peaked at 674 MB
+with it and 551 MB without (after a batch of 8). fp32 graphs keep it: their GEMMs use the packed copy."""
 
-def open_session(model: bytes | Path, providers: Sequence[str], threads: int = 0, fix: str = "") -> Any:
+
+def open_session(
+    model: bytes | Path,
+    providers: Sequence[str],
+    threads: int = 0,
+    fix: str = "",
+    *,
+    int8: bool = False,
+) -> Any:
     """An onnxruntime InferenceSession of `model` on `providers`, with `threads` intra-op threads (0:
     onnxruntime's default, one per core). One inter-op thread: our graphs are sequential, and parallelism
     across photos comes from batching and processes. A file onnxruntime cannot load is a ConfigError
-    naming it, followed by `fix` (what the operator should do)."""
+    naming it, followed by `fix` (what the operator should do). `int8`: a dynamically quantised graph,
+    whose weights are not pre-packed (INT8_PREPACKING)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if int8 and not INT8_PREPACKING:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     if threads > 0:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
