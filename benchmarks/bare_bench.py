@@ -4,8 +4,9 @@ Like ours it gets fresh processes, a warm-up on other photos, a burst, single ph
 row sits in the same tables. The burst: every process is ready (models loaded, warmed up), the harness
 sends each its share of the burst's files (every n-th: the photos are alike) at once, the go, and times
 from then until the last process has finished its last batch. The share is static: a process slowed by
-other work on the machine gets no help from the others (ours' workers pull from one queue), so under
-noise `bare` can come out slower than ours; `finished_s` in the run's runtime says how far apart they ended.
+other work on the machine gets no help from the others (ours' workers pull from one queue); `finished_s`
+in the run's runtime says how far apart they ended (at most 0.6 s of 3-13 s on the 2-core box so far,
+so it is not why noisy rounds can put `bare` behind ours: that is other work landing unevenly).
 
 Single photos go one at a time through process 0 on an otherwise idle set of processes: decode + inference
 of one photo at batch 1, plus a loopback round trip (`other`). That is the floor ours cannot go below;
