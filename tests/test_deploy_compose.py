@@ -84,12 +84,16 @@ def test_services_and_profiles(project: Path, services: dict[str, Any]) -> None:
 
 
 def test_x_worker_anchor_keeps_workers_identical_but_for_their_command(services: dict[str, Any]) -> None:
-    """Workers differ in command, deploy (replicas, memory) and the photo worker's longer start period."""
+    """Workers differ in command, deploy (replicas, memory), threads and the photo worker's longer start
+    period."""
     assert "x-worker:" in COMPOSE.read_text() and "<<: *worker" in COMPOSE.read_text()
+    assert sorted(services[w]["command"] for w in WORKERS) == [["worker", "photo"], ["worker", "text"]]
 
     def shape(svc: dict[str, Any]) -> dict[str, Any]:
         check = {k: v for k, v in svc["healthcheck"].items() if k != "start_period"}
-        return {k: v for k, v in svc.items() if k not in ("command", "deploy")} | {"healthcheck": check}
+        env = {k: v for k, v in svc["environment"].items() if k != "MINDSIGHT_THREADS"}
+        rest = {k: v for k, v in svc.items() if k not in ("command", "deploy")}
+        return rest | {"healthcheck": check, "environment": env}
 
     shapes = [shape(services[w]) for w in sorted(WORKERS)]
     assert all(s == shapes[0] for s in shapes)
@@ -104,7 +108,6 @@ def seconds(duration: str) -> float:
     assert parts and duration, duration
     h, m, s = (float(g or 0) for g in parts.groups())
     return h * 3600 + m * 60 + s
-    assert sorted(services[w]["command"] for w in WORKERS) == [["worker", "photo"], ["worker", "text"]]
 
 
 def example_value(name: str) -> str:
