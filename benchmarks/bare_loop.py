@@ -23,7 +23,7 @@ from typing import Any
 
 from shared.payloads import Capability
 from shared.settings import load_settings
-from workers.bootstrap import load_tasks
+from workers.bootstrap import load_tasks, photo_decoder
 from workers.photo_decoder import PhotoDecoder
 from workers.tasks.base import PhotoTask
 
@@ -36,7 +36,8 @@ def run_paths(task: PhotoTask, decoder: PhotoDecoder, paths: list[str], batch: i
     batches: list[tuple[int, float]] = []
     for i in range(0, len(paths), batch):
         start = time.perf_counter()
-        images = [decoder.load(path, task.min_side).image for path in paths[i : i + batch]]
+        photos = decoder.load_all(paths[i : i + batch], task.min_side)
+        images = [p.image for p in photos if not isinstance(p, Exception)]
         decoded = time.perf_counter()
         task.compute(images)
         done = time.perf_counter()
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(env_file=None)
     tasks, _ = load_tasks(settings, [Capability.CLIP])
     task = tasks[Capability.CLIP]
-    decoder = PhotoDecoder(settings.paths.roots())
+    decoder = photo_decoder(settings, [Capability.CLIP])  # exactly the worker's
     batch = settings.worker.batch_size
     run_paths(task, decoder, args.warm, batch)
     log.info("ready: batch %d, %s", batch, task.describe())

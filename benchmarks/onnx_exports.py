@@ -1,4 +1,5 @@
-"""The ONNX exports approaches 2 and 3 run, made with the product's own `mindsight models export`.
+"""The ONNX exports approaches 2 and 3 run, made with the product's own `mindsight models export`, and
+BLIP's int8 file the whole-photo workers load, made with `mindsight models download --caption`.
 
 Exports are cached next to the model (MINDSIGHT_MODELS_DIR/onnx/<label>[-int8]), where the workers look
 for them; the export's own checks (torch vs ONNX cosine, int8 deviation) are kept for the report.
@@ -75,3 +76,24 @@ def ensure_exports(model: BenchModel, workdir: Path, log: Callable[[str], None])
     exports.int8 = True
     exports.checks = {"fp32": manifest.checks, "int8": read_manifest(_folder(model, "int8")).checks}
     return exports
+
+
+def ensure_caption_int8(model: BenchModel, blip_dir: Path, workdir: Path, log: Callable[[str], None]) -> str:
+    """`mindsight models download --caption` for `blip_dir`, as a CPU deployment runs it: it makes (once,
+    then finds it present) the checked int8 file the caption workers load instead of quantising fp32 at
+    start. Returns the command's last line (made, present, or why not); a failure is logged, not raised:
+    the workers then quantise at start, as a deployment without the file does."""
+    env = {
+        **model.env(), "CAPTION_ENABLED": "1", "CAPTION_MODEL_NAME": str(blip_dir), "MINDSIGHT_DEVICE": "cpu",
+    }  # fmt: skip
+    log("caption model: its int8 file, as `mindsight models download --caption` makes it (once, cached)")
+    group = ProcessGroup(workdir, env)
+    proc = group.mindsight("caption-int8", "models", "download", "--caption")
+    try:
+        code = proc.popen.wait(timeout=EXPORT_TIMEOUT_S)
+    finally:
+        group.stop()
+    lines = [line for line in proc.tail().splitlines() if line.strip()]
+    if code != 0:
+        log(f"models download --caption failed ({code}); workers will quantise at start:\n{proc.tail()}")
+    return lines[-1] if lines else f"exit {code}"

@@ -27,6 +27,7 @@ from typing import Any
 from benchmarks.approaches import DEFAULT_APPROACHES, Approach, parse_approach
 from benchmarks.machine import describe_machine, load_average, machine_line
 from benchmarks.models import ARCHITECTURES, BenchModel, ensure_blip, ensure_model
+from benchmarks.onnx_exports import ensure_caption_int8
 from benchmarks.photos import SIZES
 from benchmarks.report import check_targets, markdown, summarise
 from benchmarks.whole_layouts import WHOLE_APPROACHES, parse_layout
@@ -200,6 +201,8 @@ def main_whole(opts: Options) -> dict[str, Any]:
 
     model, model_text = prepare_model(opts)
     blip_dir, blip_text = prepare_blip(opts)
+    int8_note = ensure_caption_int8(model, blip_dir, (opts.out / "caption-int8").resolve(), log)
+    log(f"caption int8: {int8_note}")
     layouts = [parse_layout(k) for k in opts.approaches]
     machine = describe_machine()
     stamp = time.strftime("%Y%m%d-%H%M%S")

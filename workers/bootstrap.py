@@ -32,9 +32,7 @@ def build_context(
         connection=connection,
         gallery=gallery,
         dispatcher=Dispatcher(connection, settings.worker, settings.redis),
-        decoder=PhotoDecoder(
-            settings.paths.roots(), _decode_cache_bytes(capabilities), threads=settings.worker.threads
-        ),
+        decoder=photo_decoder(settings, capabilities),
         pause=PauseControl(settings.worker.gallery_pause_max_s),
         name=name or socket.gethostname(),
     )
@@ -45,10 +43,12 @@ def build_context(
     return ctx
 
 
-def _decode_cache_bytes(capabilities: list[Capability]) -> int:
-    """A decode cache only where two photo capabilities can share a photo's decode."""
+def photo_decoder(settings: Settings, capabilities: list[Capability]) -> PhotoDecoder:
+    """The decoder of a process hosting `capabilities`: a batch decodes on MINDSIGHT_THREADS threads, and
+    a decode cache only where two photo capabilities can share a photo's decode."""
     photo_caps = set(capabilities) - {Capability.TEXT}
-    return DECODE_CACHE_BYTES if len(photo_caps) > 1 else 0
+    cache = DECODE_CACHE_BYTES if len(photo_caps) > 1 else 0
+    return PhotoDecoder(settings.paths.roots(), cache, threads=settings.worker.threads)
 
 
 def _torch_needed(settings: Settings, capabilities: list[Capability]) -> bool:
