@@ -52,7 +52,7 @@ class EmbeddedRedis:
     """A redis-server child process with append-only persistence in `data_dir`, restartable on one port."""
 
     def __init__(self, data_dir: Path, port: int | None = None, persist: bool = True) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # redis-server chdirs to it: a relative logfile would miss
         self.port = port or free_port()
         self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
