@@ -106,7 +106,9 @@ def test_export_writes_self_contained_checked_folders(exports: Exports) -> None:
             folder = exports.models_dir / "onnx" / f"{label}{suffix}"
             assert {p.name for p in folder.iterdir()} == {
                 "image.onnx",
+                "image.onnx.data",  # weights beside the graph: onnxruntime maps them (EXTERNAL_WEIGHTS)
                 "text.onnx",
+                "text.onnx.data",
                 "tokenizer.json",
                 MANIFEST_NAME,
             }

@@ -135,7 +135,7 @@ def quantize_graph(src: Path, dst: Path) -> None:
             per_channel=True,
             reduce_range=True,
             weight_type=QuantType.QInt8,
-            use_external_data_format=(src.with_suffix(".onnx.data")).exists(),
+            use_external_data_format=True,  # EXTERNAL_WEIGHTS (shared.models.onnx.session)
         )
     finally:
         root.setLevel(level)

@@ -25,8 +25,6 @@ OUTPUT = "embeds"
 """Graph input/output names; `OnnxClip` reads the names from the graphs, these are what we write."""
 
 MAX_BATCH = 4096
-SINGLE_FILE_LIMIT = 1_800_000_000
-"""Bytes of weights above which a graph keeps them in an external .data file (protobuf's 2 GB cap)."""
 
 
 class UnitTower(torch.nn.Module):
@@ -61,7 +59,6 @@ def export_text_tower(backbone: ExportableClip, path: Path, opset: int) -> None:
 def _export(
     module: torch.nn.Module, example: torch.Tensor, path: Path, name: str, dims: dict[int, Any], opset: int
 ) -> None:
-    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     arg = next(iter(_forward_arg_names(module)))
     with torch.inference_mode(False), torch.no_grad(), _quiet("onnxscript", "onnx_ir", "torch.onnx"):
         torch.onnx.export(
@@ -73,7 +70,7 @@ def _export(
             input_names=[name],
             output_names=[OUTPUT],
             dynamic_shapes={arg: dims},
-            external_data=weight_bytes > SINGLE_FILE_LIMIT,
+            external_data=True,  # EXTERNAL_WEIGHTS (shared.models.onnx.session)
             verbose=False,
         )
 
