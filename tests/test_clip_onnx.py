@@ -112,6 +112,9 @@ def test_export_writes_self_contained_checked_folders(exports: Exports) -> None:
                 "tokenizer.json",
                 MANIFEST_NAME,
             }
+            for graph in ("image.onnx", "text.onnx"):  # readable by whoever may read the graph
+                mode = (folder / graph).stat().st_mode
+                assert (folder / f"{graph}.data").stat().st_mode == mode, (folder, graph)
             manifest = read_manifest(folder)
             raw = json.loads((folder / MANIFEST_NAME).read_text())
             assert (

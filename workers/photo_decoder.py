@@ -22,9 +22,12 @@ from shared.paths import resolve_photo_path
 
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
-DECODE_CACHE_BYTES = 80 * 2**20
-"""Decoded pixels a multi-capability process keeps: one batch of 8 photos at face size, or a hundred at
-CLIP size; enough for a photo's capabilities to share its decode while they run one after the other."""
+DECODE_CACHE_BYTES = 24 * 2**20
+"""Decoded pixels a multi-capability process keeps: two photos at face size, or dozens at CLIP size. That
+is what sharing a decode needs when a photo's capabilities run one after the other (an upload on an idle
+worker: its face decode serves its caption). In a burst they run far apart, since the burst's image
+embeddings all come first (CAPABILITY_PRIORITY), so a cache holding a burst's face decodes (80 MiB before)
+saved a few 30 ms caption decodes and added its size to the worker's peak memory."""
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,11 @@ def quantize_graph(src: Path, dst: Path) -> None:
         )
     finally:
         root.setLevel(level)
+    # onnx writes the weights file owner-only; the graph beside it gets the umask's mode, as every other
+    # file of the models volume does, so whoever may read the graph may read its weights.
+    weights = dst.with_name(dst.name + ".data")
+    if weights.is_file():
+        shutil.copymode(dst, weights)
 
 
 def _checked(
