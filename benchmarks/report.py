@@ -146,7 +146,7 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float | int) else str(value)
 
 
-def _with_range(row: dict[str, Any], baseline: str) -> str:
+def with_range(row: dict[str, Any], baseline: str) -> str:
     """`6.02 (5.1-7.2)`: the ratio of medians and, when there are several rounds, the per-round range."""
     ratio, spread = row.get(f"x_vs_{baseline}"), row.get(f"x_vs_{baseline}_range")
     if ratio is None:
@@ -228,7 +228,7 @@ def markdown(
             single += f" ({r['single_latency_min_ms']:g}-{r['single_latency_max_ms']:g})"
         rss = ", ".join(f"{v:.0f}" for k, v in r["peak_rss_mb"].items() if k != "router")
         table.append([
-            r["size"], r["approach"], r["photos"], rate, _with_range(r, "1"), _with_range(r, "2"),
+            r["size"], r["approach"], r["photos"], rate, with_range(r, "1"), with_range(r, "2"),
             s.get("decode"), s.get("inference"), s.get("callback"), s.get("queue_wait"), single, rss,
             f"{100 * r['foreign_cpu_share_max']:.0f}%",
         ])  # fmt: skip

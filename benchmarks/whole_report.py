@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from benchmarks.report import md_table
+from benchmarks.report import md_table, with_range
 from benchmarks.whole_photo import CAPABILITIES, WholeRun
 
 BASELINES = ("legacy", "immich")
@@ -86,15 +86,6 @@ def check_whole_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _x(row: dict[str, Any], base: str) -> str:
-    ratio, spread = row.get(f"x_vs_{base}"), row.get(f"x_vs_{base}_range")
-    if ratio is None:
-        return "-"
-    if not spread or spread[0] == spread[1] or row["approach"] == base:
-        return f"{ratio:g}"
-    return f"{ratio:g} ({spread[0]:g}-{spread[1]:g})"
-
-
 MAIN_HEADERS = [
     "approach", "photos", "photos/s (min-max)", "x vs legacy", "x vs immich", "all images s",
     "images time vs legacy", "all captions s", "all faces s", "everything s", "single: image ms",
@@ -113,7 +104,7 @@ def markdown_whole(
         if r["repeats"] > 1:
             rate += f" ({r['photos_per_s_min']:g}-{r['photos_per_s_max']:g})"
         main.append([
-            r["approach"], r["photos"], rate, _x(r, "legacy"), _x(r, "immich"), r["image_s"],
+            r["approach"], r["photos"], rate, with_range(r, "legacy"), with_range(r, "immich"), r["image_s"],
             r["image_time_vs_legacy"], r["caption_s"], r["faces_s"], r["everything_s"], r["single_image_ms"],
             r["single_all_ms"], r["rss_total_mb"], f"{100 * r['foreign_cpu_share_max']:.0f}%",
         ])  # fmt: skip
