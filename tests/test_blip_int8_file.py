@@ -29,9 +29,11 @@ from shared.models.caption.blip_int8_file import (
     Int8FileManifest,
     current_versions,
     load_int8_file,
+    same_outputs,
     save_int8_file,
     weights_fingerprint,
 )
+from shared.models.caption.blip_vision_onnx import OnnxVisionEncoder, export_vision_int8
 from shared.models.store.locations import caption_int8_dir
 from shared.settings import Settings
 
@@ -114,6 +116,36 @@ def test_loading_never_gives_an_fp32_linear_weight_storage(
     assert built and set(built) == {"meta"}
     assert at_storage == [0]  # no fp32 Linear left when the skeleton gets its storage
     assert not any(type(m) is torch.nn.Linear for m in loaded.modules())
+
+
+def test_an_onnx_vision_encoder_replaces_the_torch_one_in_the_file(
+    tiny_blip_dir: Path, tmp_path: Path
+) -> None:
+    """With the encoder exported to onnxruntime int8, the file holds no vision weights, the loaded model
+    runs the graph and computes exactly what the model it was saved from does, and stays close to fp32."""
+    fp32 = BlipForConditionalGeneration.from_pretrained(tiny_blip_dir).eval()
+    ref = blip_int8.fp32_reference(fp32, BlipProcessor.from_pretrained(tiny_blip_dir))
+    folder = tmp_path / "int8"
+    folder.mkdir()
+    graph = export_vision_int8(fp32, folder)
+    with torch.inference_mode():
+        want_vision = fp32.vision_model(pixel_values=ref.pixels).last_hidden_state
+    fp32.vision_model = OnnxVisionEncoder(graph, threads=1)
+    model = blip_int8.quantize_blip(fp32, inplace=True)
+    with torch.inference_mode():
+        got_vision = model.vision_model(pixel_values=ref.pixels).last_hidden_state
+    cosine = torch.nn.functional.cosine_similarity(want_vision.flatten(1), got_vision.flatten(1))
+    assert float(cosine.min()) > 0.99 and not torch.equal(want_vision, got_vision)  # int8: close, not equal
+
+    saved(folder, model, tiny_blip_dir, {"vision": "onnxruntime-int8"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        state = torch.load(folder / WEIGHTS_FILE, weights_only=True)["state_dict"]
+    assert state and not [k for k in state if k.startswith("vision_model.")]
+    loaded = load_int8_file(folder, threads=1)
+    assert isinstance(loaded.vision_model, OnnxVisionEncoder) and loaded.vision_model.graph == graph
+    assert same_outputs(loaded, model, ref.pixels, ref.tokens)
+    assert blip_int8.check_int8(loaded, ref).passed
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from mindsight.cli.main import cli
 from shared.models.caption import blip_int8
 from shared.models.caption.blip_captioner import BlipCaptioner, load_captioner
 from shared.models.caption.blip_int8_file import MANIFEST_NAME, WEIGHTS_FILE
+from shared.models.caption.blip_vision_onnx import VISION_GRAPH
+from shared.models.onnx import export as onnx_export
 from shared.models.store.locations import caption_int8_dir
 from shared.settings import Settings
 
@@ -61,8 +63,9 @@ def test_download_makes_a_checked_int8_file_that_the_caption_worker_takes(
 ) -> None:
     code, out = download(cpu_env)
     assert code == 0, out
-    assert f"exported int8    caption: {int8_dir(cpu_env)} (token agreement" in out
+    assert f"exported int8    caption: {int8_dir(cpu_env)} (vision encoder onnxruntime-int8; token" in out
     manifest = json.loads((int8_dir(cpu_env) / MANIFEST_NAME).read_text())
+    assert manifest["vision"] == "onnxruntime-int8" and (int8_dir(cpu_env) / VISION_GRAPH).is_file()
     assert manifest["source"] == NAME and manifest["check"]["passed"] is True
     assert manifest["thresholds"]["min_logits_cosine"] == blip_int8.MIN_LOGITS_COSINE
     assert manifest["check"]["logits_cosine_min"] >= blip_int8.MIN_LOGITS_COSINE
@@ -73,6 +76,7 @@ def test_download_makes_a_checked_int8_file_that_the_caption_worker_takes(
     info = captioner(make_settings, cpu_env).runtime_info  # MINDSIGHT_CAPTION_PRECISION unset: auto
     assert info.precision == "int8" and info.extra["int8_file"] == str(int8_dir(cpu_env))
     assert info.extra["int8_check"] == manifest["check"]
+    assert info.extra["vision_encoder"] == "onnxruntime-int8"
 
     code, out = download(cpu_env)  # a second download finds the file and leaves it
     assert code == 0 and f"present  int8    caption: {int8_dir(cpu_env)}" in out, out
@@ -115,3 +119,17 @@ def test_a_replaced_file_is_remade(cpu_env: dict[str, str]) -> None:
     code, out = download(cpu_env)
     assert code == 0 and "exported int8    caption" in out, out
     assert json.loads(manifest.read_text())["source"] == NAME and (int8_dir(cpu_env) / WEIGHTS_FILE).is_file()
+
+
+def test_without_the_onnx_exporter_the_vision_encoder_stays_on_torch(
+    cpu_env: dict[str, str], make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slim-but-torch case: no ONNX export possible, so the whole model is torch int8, still checked."""
+    monkeypatch.setattr(onnx_export, "EXPORT_DEPENDENCIES", ("torch", "no_such_exporter_module"))
+    code, out = download(cpu_env)
+    assert code == 0, out
+    assert "missing no_such_exporter_module" in out and "(vision encoder torch-int8; token" in out
+    assert json.loads((int8_dir(cpu_env) / MANIFEST_NAME).read_text())["vision"] == "torch-int8"
+    assert not (int8_dir(cpu_env) / VISION_GRAPH).exists()
+    info = captioner(make_settings, cpu_env).runtime_info
+    assert info.precision == "int8" and info.extra["vision_encoder"] == "torch-int8"

@@ -193,6 +193,11 @@ class BlipCaptioner(Captioner):
                 "num_beams": self.num_beams,
                 **({"int8_check": self.int8_check.as_dict()} if self.int8_check else {}),
                 **({"int8_file": str(self.int8_loaded_from)} if self.int8_loaded_from else {}),
+                **(
+                    {"vision_encoder": self.int8_file.manifest.vision}
+                    if self.int8_loaded_from and self.int8_file
+                    else {}
+                ),
             },  # fmt: skip
         )
 

@@ -2,10 +2,12 @@
 
 The folder (`store.locations.caption_int8_dir`) holds `blip-int8.pt` (the quantised model's state_dict
 and its non-persistent buffers; `torch.load(weights_only=True)` reads it: a dynamic int8 Linear saves its
-weight as a quantised tensor), the model's `config.json` and `generation_config.json`, and
-`mindsight_int8.json` (`Int8FileManifest`), written last. Loading builds BLIP from the config on the meta
-device, puts a dynamic int8 Linear wherever the file holds packed int8 weights, and fills everything else
-from the file: no fp32 Linear weight is ever allocated, so a caption worker's peak RSS holds the int8
+weight as a quantised tensor), the vision encoder as an onnxruntime int8 graph when it could be exported
+(`blip_vision_onnx.VISION_GRAPH`; the state_dict then holds no vision weights), the model's `config.json`
+and `generation_config.json`, and `mindsight_int8.json` (`Int8FileManifest`), written last. Loading builds
+BLIP from the config on the meta device, puts the onnxruntime encoder in place of the vision model when the
+graph is there, a dynamic int8 Linear wherever the file holds packed int8 weights, and fills everything
+else from the file: no fp32 Linear weight is ever allocated, so a caption worker's peak RSS holds the int8
 model, not the ~1 GB of fp32 BLIP-base it was made from.
 """
 
@@ -28,8 +30,9 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "blip-int8.pt"
 MANIFEST_NAME = "mindsight_int8.json"
-FORMAT_VERSION = 1
-"""Bumped when the layout changes; a file of another format is not loaded (quantised at start instead)."""
+FORMAT_VERSION = 2
+"""Bumped when the layout changes; a file of another format is not loaded (quantised at start instead, until
+`mindsight models download` makes it again). 2: the vision encoder may be an onnxruntime graph."""
 PACKED = "._packed_params._packed_params"
 """The state_dict key suffix under which a dynamic int8 Linear keeps its (int8 weight, fp32 bias)."""
 VERSIONED = ("torch", "transformers")
@@ -50,6 +53,8 @@ class Int8FileManifest:
     check: dict[str, Any]
     """`Int8CaptionCheck.as_dict()`; only a passed check is ever written."""
     thresholds: dict[str, float]
+    vision: str = "torch-int8"
+    """What runs the vision encoder: `onnxruntime-int8` (the graph in the folder) or `torch-int8`."""
     format: int = FORMAT_VERSION
 
 
@@ -133,12 +138,18 @@ def verified_int8_file(folder: Path, model_name: str, source: str, *, quiet: boo
     return None
 
 
-def load_int8_file(folder: Path) -> Any:
-    """The quantised BLIP in `folder`, built without materialising its fp32 Linear weights."""
+def load_int8_file(folder: Path, threads: int | None = None) -> Any:
+    """The quantised BLIP in `folder`, built without materialising its fp32 Linear weights. Its onnxruntime
+    vision encoder, when the folder has one, runs on `threads` (default: as many as torch in this process)."""
     from transformers import BlipConfig, BlipForConditionalGeneration, GenerationConfig
+
+    from shared.models.caption.blip_vision_onnx import VISION_GRAPH, OnnxVisionEncoder
 
     with torch.device("meta"):
         model = BlipForConditionalGeneration(BlipConfig.from_pretrained(folder))
+    if (folder / VISION_GRAPH).is_file():
+        encoder = OnnxVisionEncoder(folder / VISION_GRAPH, threads or torch.get_num_threads())
+        model.vision_model = encoder  # type: ignore[assignment]  # answers as BlipVisionModel does
     with warnings.catch_warnings():  # torch 2.10+ flags quantized tensors (and their storages) as deprecated
         warnings.simplefilter("ignore", UserWarning)
         saved = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)

@@ -43,7 +43,9 @@ def export_image_tower(backbone: ExportableClip, path: Path, opset: int) -> None
     height, width = backbone.transform.output_size if backbone.transform else (224, 224)
     example = torch.zeros(2, 3, height, width)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    _export(UnitTower(backbone.image_features_module()).eval(), example, path, IMAGE_INPUT, {0: batch}, opset)
+    export_module(
+        UnitTower(backbone.image_features_module()).eval(), example, path, IMAGE_INPUT, {0: batch}, opset
+    )
 
 
 def export_text_tower(backbone: ExportableClip, path: Path, opset: int) -> None:
@@ -53,12 +55,14 @@ def export_text_tower(backbone: ExportableClip, path: Path, opset: int) -> None:
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     length = torch.export.Dim("length", min=1, max=backbone.context_length)
     tower = UnitTower(backbone.text_features_module()).eval()
-    _export(tower, example, path, TEXT_INPUT, {0: batch, 1: length}, opset)
+    export_module(tower, example, path, TEXT_INPUT, {0: batch, 1: length}, opset)
 
 
-def _export(
+def export_module(
     module: torch.nn.Module, example: torch.Tensor, path: Path, name: str, dims: dict[int, Any], opset: int
 ) -> None:
+    """`torch.onnx.export` of `module(example)` to `path` (weights beside it, EXTERNAL_WEIGHTS): one input
+    `name` with the dynamic `dims`, one output `OUTPUT`; the exporter's chatter silenced."""
     arg = next(iter(_forward_arg_names(module)))
     with torch.inference_mode(False), torch.no_grad(), _quiet("onnxscript", "onnx_ir", "torch.onnx"):
         torch.onnx.export(
