@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,12 +60,38 @@ def export_text_tower(backbone: ExportableClip, path: Path, opset: int) -> None:
 
 
 def export_module(
-    module: torch.nn.Module, example: torch.Tensor, path: Path, name: str, dims: dict[int, Any], opset: int
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    name: str,
+    dims: dict[int, Any],
+    opset: int,
+    *,
+    torchscript: bool = False,
 ) -> None:
     """`torch.onnx.export` of `module(example)` to `path` (weights beside it, EXTERNAL_WEIGHTS): one input
-    `name` with the dynamic `dims`, one output `OUTPUT`; the exporter's chatter silenced."""
+    `name` with the dynamic `dims` (`torch.export.Dim`s), one output `OUTPUT`; the exporter's chatter
+    silenced. `torchscript`: torch's earlier (TorchScript) exporter instead of torch.export, for graphs whose
+    patterns onnxruntime fuses only in that exporter's spelling (BLIP's erf GELU: blip_vision_onnx)."""
     arg = next(iter(_forward_arg_names(module)))
     with torch.inference_mode(False), torch.no_grad(), _quiet("onnxscript", "onnx_ir", "torch.onnx"):
+        if torchscript:
+            with warnings.catch_warnings():  # torch 2.9+ marks this exporter deprecated on every call
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[name],
+                    output_names=[OUTPUT],
+                    dynamic_axes={
+                        name: {axis: dim.__name__ for axis, dim in dims.items()},
+                        OUTPUT: {0: "batch"},
+                    },
+                )
+            return
         torch.onnx.export(
             module,
             (example,),
