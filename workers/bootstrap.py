@@ -11,6 +11,7 @@ import redis
 from shared.device import onnx_providers, resolve_device, set_threads
 from shared.gallery_client import GalleryClient
 from shared.metrics import record_models
+from shared.native_memory import cap_malloc_arenas
 from shared.payloads import Capability
 from shared.settings import Settings
 from workers.dispatch import Dispatcher
@@ -72,6 +73,7 @@ def load_tasks(
     """
     from shared.models.clip.registry import load_clip_models
 
+    cap_malloc_arenas()  # before the models' thread pools and the decode threads allocate
     pref = settings.worker.device
     if _torch_needed(settings, capabilities):
         device = resolve_device(pref)
