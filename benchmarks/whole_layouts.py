@@ -5,7 +5,8 @@
   worker clip`, `mindsight worker caption` and `mindsight worker face`, default settings (1 thread each).
 - `photo-<N>p[-<M>t]`: N processes of `mindsight worker photo` (one process hosting the three photo
   capabilities, taking its queues in priority order: clip, face, caption), MINDSIGHT_THREADS=M (default
-  1). `photo-2p` is docker-compose.yml's default (MINDSIGHT_PHOTO_WORKERS=2, MINDSIGHT_PHOTO_THREADS=1).
+  1). The one docker-compose.yml runs by default (MINDSIGHT_PHOTO_WORKERS x MINDSIGHT_PHOTO_THREADS, read
+  from the file: `compose_photo_layout`) says so in its title.
 
 Every layout of ours also runs the router, `mindsight worker text` and `mindsight serve embed-api` (idle),
 so the peak RSS summed over the processes is the whole default stack's.
@@ -81,10 +82,29 @@ def parse_layout(key: str) -> Layout:
         raise UnknownLayout(f"unknown approach {key!r}: use legacy, immich, split or photo-<N>p[-<M>t]")
     n, threads = int(match.group(1)), match.group(2) or "1"
     title = f"ours, default settings: {n} x `worker photo` process(es) x {threads} thread(s)"
-    if (n, threads) == (2, "1"):
+    if (n, int(threads)) == compose_photo_layout():
         title += " (docker-compose.yml's default)"
     workers = tuple((f"worker-photo-{i}", PHOTO_WORKER) for i in range(n))
     return Layout(key, "ours", title, workers, {"MINDSIGHT_THREADS": threads})
+
+
+COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+
+
+def compose_photo_layout(compose: Path = COMPOSE_FILE) -> tuple[int, int] | None:
+    """(processes, threads) of `worker-photo` as docker-compose.yml defaults them, read from the file so
+    the bench never names a stale default; None when the file does not say."""
+    try:
+        text = compose.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    found = [
+        re.search(r"\$\{" + name + r":-(\d+)\}", text)
+        for name in ("MINDSIGHT_PHOTO_WORKERS", "MINDSIGHT_PHOTO_THREADS")
+    ]
+    if found[0] is None or found[1] is None:
+        return None
+    return int(found[0].group(1)), int(found[1].group(1))
 
 
 @dataclass(frozen=True)

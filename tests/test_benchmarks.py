@@ -252,6 +252,20 @@ def test_whole_layouts() -> None:
             parse_layout(bad)
 
 
+def test_the_whole_bench_names_the_compose_default_from_the_compose_file(tmp_path: Path) -> None:
+    from benchmarks.whole_layouts import compose_photo_layout, parse_layout
+
+    processes, threads = compose_photo_layout() or (0, 0)
+    assert processes >= 1 and threads >= 1
+    default = f"photo-{processes}p-{threads}t"
+    assert parse_layout(default).title.endswith("(docker-compose.yml's default)")
+    assert not parse_layout(f"photo-{processes + 1}p-{threads}t").title.endswith("default)")
+    other = tmp_path / "compose.yml"
+    other.write_text("replicas: ${MINDSIGHT_PHOTO_WORKERS:-3}\nTHREADS: ${MINDSIGHT_PHOTO_THREADS:-4}\n")
+    assert compose_photo_layout(other) == (3, 4)
+    assert compose_photo_layout(tmp_path / "missing.yml") is None
+
+
 def test_immich_style_captions_embed_like_legacy(
     tiny_transformers_clip_dir: Path, tiny_blip_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
