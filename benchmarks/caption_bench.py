@@ -5,8 +5,8 @@ decoder with cross-attention) with random weights, so nothing is downloaded. Ran
 end token, so every caption is fixed at `--tokens` new tokens (16) on both sides. Each precision runs the
 same `generate` call the captioner makes (greedy, KV cache), on the same photos, interleaved, after one
 warm-up; the median of `--repeat` runs is reported per batch size. Two int8 models: `int8` is what
-`mindsight models download` installs and the caption worker loads by default on CPU (vision encoder on
-onnxruntime int8, text decoder torch dynamic int8: `blip_int8_install.quantize_for_file`), `torch-int8`
+`mindsight models download` installs and the caption worker loads by default on CPU (vision encoder and
+text decoder on onnxruntime int8: `blip_int8_install.quantize_for_file`), `torch-int8`
 what a worker without that file quantises at start (`blip_int8.quantize_blip`, all torch). The int8
 check against fp32 is run on both and printed.
 """
@@ -56,7 +56,7 @@ def run(batches: list[int], tokens: int, repeat: int) -> dict[str, Any]:
     processor = BlipImageProcessor()  # 384 px, BLIP-base's
     reference = fp32_reference(fp32, processor)
     scratch = tempfile.TemporaryDirectory(prefix="caption-bench-")
-    int8, vision = quantize_for_file(copy.deepcopy(fp32), Path(scratch.name), print)
+    int8, vision, decoder = quantize_for_file(copy.deepcopy(fp32), Path(scratch.name), print)
     models = {"fp32": fp32, "int8": int8, "torch-int8": quantize_blip(fp32)}
     checks = {name: check_int8(models[name], reference).as_dict() for name in ("int8", "torch-int8")}
     _, photos = check_photos()
@@ -90,6 +90,7 @@ def run(batches: list[int], tokens: int, repeat: int) -> dict[str, Any]:
         "repeat": repeat,
         **machine,
         "vision": vision,
+        "decoder": decoder,
         "int8_checks": checks,
         "rows": rows,
     }
@@ -103,8 +104,8 @@ def report(results: dict[str, Any]) -> str:
         f"{results['load_average_1m']:.1f} at the end), "
         f"median of {results['repeat']}",
         "",
-        f"int8: vision encoder {results['vision']}, text decoder torch-int8 (what `models download` "
-        "installs); torch-int8: all torch (quantised at start when that file is missing)",
+        f"int8: vision encoder {results['vision']}, text decoder {results['decoder']} (what `models "
+        "download` installs); torch-int8: all torch (quantised at start when that file is missing)",
         "",
         "| batch | fp32 ms/caption | int8 ms/caption | speed-up | torch-int8 ms/caption | speed-up |",
         "|---|---|---|---|---|---|",

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from mindsight.cli.main import cli
 from shared.models.caption import blip_int8
 from shared.models.caption.blip_captioner import BlipCaptioner, load_captioner
+from shared.models.caption.blip_decoder_onnx import CROSS_GRAPH, DECODER_GRAPH
 from shared.models.caption.blip_int8_file import MANIFEST_NAME, WEIGHTS_FILE
 from shared.models.caption.blip_vision_onnx import VISION_GRAPH
 from shared.models.onnx import export as onnx_export
@@ -63,9 +64,11 @@ def test_download_makes_a_checked_int8_file_that_the_caption_worker_takes(
 ) -> None:
     code, out = download(cpu_env)
     assert code == 0, out
-    assert f"exported int8    caption: {int8_dir(cpu_env)} (vision encoder onnxruntime-int8; token" in out
+    parts = "vision encoder onnxruntime-int8, text decoder onnxruntime-int8"
+    assert f"exported int8    caption: {int8_dir(cpu_env)} ({parts}; token" in out
     manifest = json.loads((int8_dir(cpu_env) / MANIFEST_NAME).read_text())
-    assert manifest["vision"] == "onnxruntime-int8" and (int8_dir(cpu_env) / VISION_GRAPH).is_file()
+    assert manifest["vision"] == manifest["decoder"] == "onnxruntime-int8"
+    assert all((int8_dir(cpu_env) / graph).is_file() for graph in (VISION_GRAPH, DECODER_GRAPH, CROSS_GRAPH))
     assert manifest["source"] == NAME and manifest["check"]["passed"] is True
     assert manifest["thresholds"]["min_logits_cosine"] == blip_int8.MIN_LOGITS_COSINE
     assert manifest["check"]["logits_cosine_min"] >= blip_int8.MIN_LOGITS_COSINE
@@ -76,7 +79,7 @@ def test_download_makes_a_checked_int8_file_that_the_caption_worker_takes(
     info = captioner(make_settings, cpu_env).runtime_info  # MINDSIGHT_CAPTION_PRECISION unset: auto
     assert info.precision == "int8" and info.extra["int8_file"] == str(int8_dir(cpu_env))
     assert info.extra["int8_check"] == manifest["check"]
-    assert info.extra["vision_encoder"] == "onnxruntime-int8"
+    assert info.extra["vision_encoder"] == info.extra["text_decoder"] == "onnxruntime-int8"
 
     code, out = download(cpu_env)  # a second download finds the file and leaves it
     assert code == 0 and f"present  int8    caption: {int8_dir(cpu_env)}" in out, out
@@ -128,8 +131,12 @@ def test_without_the_onnx_exporter_the_vision_encoder_stays_on_torch(
     monkeypatch.setattr(onnx_export, "EXPORT_DEPENDENCIES", ("torch", "no_such_exporter_module"))
     code, out = download(cpu_env)
     assert code == 0, out
-    assert "missing no_such_exporter_module" in out and "(vision encoder torch-int8; token" in out
-    assert json.loads((int8_dir(cpu_env) / MANIFEST_NAME).read_text())["vision"] == "torch-int8"
-    assert not (int8_dir(cpu_env) / VISION_GRAPH).exists()
+    assert (
+        "missing no_such_exporter_module" in out
+        and "(vision encoder torch-int8, text decoder torch-int8; token" in out
+    )
+    manifest = json.loads((int8_dir(cpu_env) / MANIFEST_NAME).read_text())
+    assert manifest["vision"] == manifest["decoder"] == "torch-int8"
+    assert not [p for p in int8_dir(cpu_env).iterdir() if p.suffix in (".onnx", ".data")]
     info = captioner(make_settings, cpu_env).runtime_info
-    assert info.precision == "int8" and info.extra["vision_encoder"] == "torch-int8"
+    assert info.precision == "int8" and info.extra["text_decoder"] == "torch-int8"

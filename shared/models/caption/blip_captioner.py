@@ -134,6 +134,12 @@ class BlipCaptioner(Captioner):
 
     def _from_int8_file(self, int8_file: Int8File) -> bool:
         """Load the int8 file made at download; False (with a warning) when it cannot be read."""
+        if self.num_beams > 1 and int8_file.manifest.decoder != "torch-int8":
+            log.info(
+                "caption model %s: CAPTION_NUM_BEAMS=%d, and the int8 file's onnxruntime decoder decodes "
+                "greedily; quantising the torch model at start instead", self.source, self.num_beams,
+            )  # fmt: skip
+            return False
         try:
             self._model = load_int8_file(int8_file.folder)
         except (OSError, RuntimeError, ValueError, KeyError, ConfigError, pickle.UnpicklingError) as exc:
@@ -194,7 +200,10 @@ class BlipCaptioner(Captioner):
                 **({"int8_check": self.int8_check.as_dict()} if self.int8_check else {}),
                 **({"int8_file": str(self.int8_loaded_from)} if self.int8_loaded_from else {}),
                 **(
-                    {"vision_encoder": self.int8_file.manifest.vision}
+                    {
+                        "vision_encoder": self.int8_file.manifest.vision,
+                        "text_decoder": self.int8_file.manifest.decoder,
+                    }
                     if self.int8_loaded_from and self.int8_file
                     else {}
                 ),

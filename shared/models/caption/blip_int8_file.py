@@ -55,6 +55,8 @@ class Int8FileManifest:
     thresholds: dict[str, float]
     vision: str = "torch-int8"
     """What runs the vision encoder: `onnxruntime-int8` (the graph in the folder) or `torch-int8`."""
+    decoder: str = "torch-int8"
+    """What runs the text decoder: `onnxruntime-int8` (blip_decoder_onnx's graphs) or `torch-int8`."""
     format: int = FORMAT_VERSION
 
 
@@ -143,13 +145,19 @@ def load_int8_file(folder: Path, threads: int | None = None) -> Any:
     vision encoder, when the folder has one, runs on `threads` (default: as many as torch in this process)."""
     from transformers import BlipConfig, BlipForConditionalGeneration, GenerationConfig
 
+    from shared.models.caption.blip_decoder_onnx import DECODER_GRAPH, OnnxTextDecoder
     from shared.models.caption.blip_vision_onnx import VISION_GRAPH, OnnxVisionEncoder
 
     with torch.device("meta"):
         model = BlipForConditionalGeneration(BlipConfig.from_pretrained(folder))
+    threads = threads or torch.get_num_threads()
     if (folder / VISION_GRAPH).is_file():
-        encoder = OnnxVisionEncoder(folder / VISION_GRAPH, threads or torch.get_num_threads())
+        encoder = OnnxVisionEncoder(folder / VISION_GRAPH, threads)
         model.vision_model = encoder  # type: ignore[assignment]  # answers as BlipVisionModel does
+    if (folder / DECODER_GRAPH).is_file():
+        text = model.text_decoder
+        decoder = OnnxTextDecoder(folder, text.config, text.generation_config, threads)
+        model.text_decoder = decoder  # type: ignore[assignment]  # answers as BlipTextLMHeadModel does
     with warnings.catch_warnings():  # torch 2.10+ flags quantized tensors (and their storages) as deprecated
         warnings.simplefilter("ignore", UserWarning)
         saved = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)

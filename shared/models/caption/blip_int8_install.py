@@ -86,10 +86,10 @@ def _make(name: str, source: str, settings: Settings, progress: Callable[[str], 
     model = read_blip(source, BlipForConditionalGeneration, offline).eval()
     reference = blip_int8.fp32_reference(model, processor)
     with staged_folder(folder) as tmp:
-        int8, vision = quantize_for_file(model, tmp, progress)
+        int8, vision, decoder = quantize_for_file(model, tmp, progress)
         check = blip_int8.check_int8(int8, reference)
         numbers = (
-            f"vision encoder {vision}; token agreement {check.token_agreement} (>= "
+            f"vision encoder {vision}, text decoder {decoder}; token agreement {check.token_agreement} (>= "
             f"{blip_int8.MIN_TOKEN_AGREEMENT} required), logits cosine min {check.logits_cosine_min} (>= "
             f"{blip_int8.MIN_LOGITS_COSINE}) over {check.steps} tokens on {len(check.photos)} photos"
         )
@@ -107,6 +107,7 @@ def _make(name: str, source: str, settings: Settings, progress: Callable[[str], 
                 "check_steps": blip_int8.CHECK_STEPS,
             },
             vision=vision,
+            decoder=decoder,
         )
         save_int8_file(tmp, int8, manifest)
         if not same_outputs(load_int8_file(tmp), int8, reference.pixels, reference.tokens):
@@ -114,41 +115,53 @@ def _make(name: str, source: str, settings: Settings, progress: Callable[[str], 
     return Int8Outcome(LABEL, "exported", f"{folder} ({numbers})")
 
 
-def quantize_for_file(model: Any, folder: Path, progress: Callable[[str], None]) -> tuple[Any, str]:
-    """`model` (fp32) made into the int8 the file holds, in place: the vision encoder exported into
-    `folder` for onnxruntime when possible, every torch Linear left dynamic int8; and what runs the vision
-    encoder (`Int8FileManifest.vision`)."""
+def quantize_for_file(model: Any, folder: Path, progress: Callable[[str], None]) -> tuple[Any, str, str]:
+    """`model` (fp32) made into the int8 the file holds, in place: the vision encoder and the text decoder
+    exported into `folder` for onnxruntime when possible, every torch Linear left dynamic int8; and what
+    runs the vision encoder and the decoder (`Int8FileManifest.vision`, `.decoder`)."""
     from shared.models.caption import blip_int8
 
-    vision = _onnx_vision(model, folder, progress)
-    return blip_int8.quantize_blip(model, inplace=True), vision
+    vision, decoder = _onnx_parts(model, folder, progress)
+    return blip_int8.quantize_blip(model, inplace=True), vision, decoder
 
 
 class _CheckFailed(Exception):
     """int8 did not reproduce fp32; the staged folder is dropped and fp32 stays."""
 
 
-def _onnx_vision(model: Any, folder: Path, progress: Callable[[str], None]) -> str:
-    """Put an onnxruntime int8 vision encoder (exported into `folder`) in place of `model.vision_model`,
-    which frees its fp32 weights; `torch-int8` (the encoder is quantised with the rest) when this install
-    cannot export ONNX."""
+def _onnx_parts(model: Any, folder: Path, progress: Callable[[str], None]) -> tuple[str, str]:
+    """Put onnxruntime int8 stand-ins (exported into `folder`) in place of `model.vision_model` and
+    `model.text_decoder`, which frees their fp32 weights; `torch-int8` for a part (quantised with the rest)
+    when this install cannot export ONNX or its export fails."""
     import torch
 
+    from shared.models.caption.blip_decoder_onnx import OnnxTextDecoder, export_decoder_int8
     from shared.models.caption.blip_vision_onnx import OnnxVisionEncoder, export_vision_int8
     from shared.models.onnx.export import EXPORT_DEPENDENCIES
 
     missing = [m for m in EXPORT_DEPENDENCIES if importlib.util.find_spec(m) is None]
     if missing:
-        progress(
-            f"caption: no ONNX export here (missing {', '.join(missing)}); the vision encoder runs on torch"
-        )
-        return "torch-int8"
-    progress("caption: exporting the vision encoder to ONNX and quantising it to int8")
-    try:
-        graph = export_vision_int8(model, folder)
-    except Exception as exc:  # the exporter raises many kinds; the torch encoder still works
-        why = f"{type(exc).__name__}: {str(exc)[:300]}"
-        progress(f"caption: the vision encoder's ONNX export failed ({why}); it runs on torch int8 (slower)")
-        return "torch-int8"
-    model.vision_model = OnnxVisionEncoder(graph, torch.get_num_threads())
-    return "onnxruntime-int8"
+        progress(f"caption: no ONNX export here (missing {', '.join(missing)}); BLIP runs on torch int8")
+        return "torch-int8", "torch-int8"
+    threads = torch.get_num_threads()
+    parts = []
+    for part in ("vision encoder", "text decoder"):
+        progress(f"caption: exporting the {part} to ONNX and quantising it to int8")
+        try:
+            if part == "vision encoder":
+                graph = export_vision_int8(model, folder)
+                model.vision_model = OnnxVisionEncoder(graph, threads)
+            else:
+                text = model.text_decoder
+                tokens = (
+                    model.config.vision_config.image_size // model.config.vision_config.patch_size
+                ) ** 2 + 1
+                export_decoder_int8(text, folder, tokens)
+                model.text_decoder = OnnxTextDecoder(folder, text.config, text.generation_config, threads)
+        except Exception as exc:  # the exporter raises many kinds; the torch part still works
+            why = f"{type(exc).__name__}: {str(exc)[:300]}"
+            progress(f"caption: the {part}'s ONNX export failed ({why}); it runs on torch int8 (slower)")
+            parts.append("torch-int8")
+            continue
+        parts.append("onnxruntime-int8")
+    return parts[0], parts[1]
