@@ -2,13 +2,14 @@
 
 The folder (`store.locations.caption_int8_dir`) holds `blip-int8.pt` (the quantised model's state_dict
 and its non-persistent buffers; `torch.load(weights_only=True)` reads it: a dynamic int8 Linear saves its
-weight as a quantised tensor), the vision encoder as an onnxruntime int8 graph when it could be exported
-(`blip_vision_onnx.VISION_GRAPH`; the state_dict then holds no vision weights), the model's `config.json`
-and `generation_config.json`, and `mindsight_int8.json` (`Int8FileManifest`), written last. Loading builds
-BLIP from the config on the meta device, puts the onnxruntime encoder in place of the vision model when the
-graph is there, a dynamic int8 Linear wherever the file holds packed int8 weights, and fills everything
-else from the file: no fp32 Linear weight is ever allocated, so a caption worker's peak RSS holds the int8
-model, not the ~1 GB of fp32 BLIP-base it was made from.
+weight as a quantised tensor), the vision encoder and the text decoder as onnxruntime int8 graphs when they
+could be exported (`blip_vision_onnx`, `blip_decoder_onnx`; the state_dict then holds none of their
+weights), the model's `config.json` and `generation_config.json`, and `mindsight_int8.json`
+(`Int8FileManifest`), written last. Loading builds BLIP from the config on the meta device, puts the
+onnxruntime stand-ins in place of the vision model and the text decoder when their graphs are there, a
+dynamic int8 Linear wherever the file holds packed int8 weights, and fills everything else from the file:
+no fp32 Linear weight is ever allocated, so a caption worker's peak RSS holds the int8 model, not the
+~1 GB of fp32 BLIP-base it was made from.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "blip-int8.pt"
 MANIFEST_NAME = "mindsight_int8.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bumped when the layout changes; a file of another format is not loaded (quantised at start instead, until
-`mindsight models download` makes it again). 2: the vision encoder may be an onnxruntime graph."""
+`mindsight models download` makes it again). 2: the vision encoder may be an onnxruntime graph; 3: the text
+decoder too."""
 PACKED = "._packed_params._packed_params"
 """The state_dict key suffix under which a dynamic int8 Linear keeps its (int8 weight, fp32 bias)."""
 VERSIONED = ("torch", "transformers")
