@@ -10,17 +10,19 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from mindsight.cli.main import cli
 from shared.models.caption import blip_int8
-from shared.models.caption.blip_captioner import BlipCaptioner, load_captioner
+from shared.models.caption.blip_captioner import ONNX_GENERATE_BATCH, BlipCaptioner, load_captioner
 from shared.models.caption.blip_decoder_onnx import CROSS_GRAPH, DECODER_GRAPH
 from shared.models.caption.blip_int8_file import MANIFEST_NAME, WEIGHTS_FILE
 from shared.models.caption.blip_vision_onnx import VISION_GRAPH
 from shared.models.onnx import export as onnx_export
+from shared.models.onnx.checks import check_photos
 from shared.models.store.locations import caption_int8_dir
 from shared.settings import Settings
 
@@ -76,10 +78,23 @@ def test_download_makes_a_checked_int8_file_that_the_caption_worker_takes(
     assert list(manifest["weights"]) == ["model.safetensors"]
     assert not [p for p in int8_dir(cpu_env).parent.iterdir() if p.name.startswith(".")]  # no staging left
 
-    info = captioner(make_settings, cpu_env).runtime_info  # MINDSIGHT_CAPTION_PRECISION unset: auto
+    worker = captioner(make_settings, cpu_env)  # MINDSIGHT_CAPTION_PRECISION unset: auto
+    info = worker.runtime_info
     assert info.precision == "int8" and info.extra["int8_file"] == str(int8_dir(cpu_env))
     assert info.extra["int8_check"] == manifest["check"]
     assert info.extra["vision_encoder"] == info.extra["text_decoder"] == "onnxruntime-int8"
+
+    # the onnxruntime decoder captions two photos per call (ONNX_GENERATE_BATCH), torch's one
+    sizes: list[int] = []
+    generate = worker._model.generate
+
+    def counting(**kw: Any) -> Any:
+        sizes.append(len(kw["pixel_values"]))
+        return generate(**kw)
+
+    worker._model.generate = counting
+    _, photos = check_photos()
+    assert len(worker.predict(photos)) == 3 and sizes == [ONNX_GENERATE_BATCH, 1] == [2, 1]
 
     code, out = download(cpu_env)  # a second download finds the file and leaves it
     assert code == 0 and f"present  int8    caption: {int8_dir(cpu_env)}" in out, out

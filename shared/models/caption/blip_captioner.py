@@ -74,10 +74,16 @@ def read_blip(source: str, cls: Any, local_files_only: bool) -> Any:
 
 
 CPU_GENERATE_BATCH = 1
-"""Photos per `generate` call on a CPU. Batching BLIP makes each caption slower there, in fp32 and int8
-alike (`make bench-caption`, BLIP-base shapes, 16 tokens, one thread: int8 1060 ms per caption at batch 1
-against 1192 at batch 4; 2439 / 3225 / 3486 ms at batch 1 / 4 / 8 on a loaded box), so a job's photos are
-captioned one after the other. A GPU takes the whole job in one call."""
+"""Photos per `generate` call on a CPU with BLIP's torch decoder. Batching makes each caption slower there,
+in fp32 and torch int8 alike (`make bench-caption`, BLIP-base shapes, 16 tokens, one thread: torch int8
+1008 ms per caption at batch 1 against 911 at batch 4 on a quiet box, 1060 / 1192 on a loaded one; 2439 /
+3225 / 3486 ms at batch 1 / 4 / 8 fp32 loaded), so a job's photos are captioned one after the other."""
+ONNX_GENERATE_BATCH = 2
+"""Photos per call with the int8 file's onnxruntime decoder (`blip_decoder_onnx`): a one-photo step is too
+small to keep two threads busy. Whole-photo bench, compose default (1 process x 2 threads, 12 photos):
+1.18 photos/s at batch 1, 1.48 at 2, 1.44 at 4, peak RSS of the stack 2,675 / 2,782 / 2,987 MiB. As with
+any dynamic int8, a caption can differ slightly with the photo batched with it. A GPU takes the whole job
+in one call."""
 
 
 class BlipCaptioner(Captioner):
@@ -175,7 +181,7 @@ class BlipCaptioner(Captioner):
         self._model = self._model.to(self.device).eval()
 
     def _predict(self, batch: list[Image.Image]) -> list[str]:
-        step = len(batch) if self.device.startswith("cuda") else CPU_GENERATE_BATCH
+        step = len(batch) if self.device.startswith("cuda") else self._cpu_batch()
         captions: list[str] = []
         for start in range(0, len(batch), step):
             chunk = batch[start : start + step]
@@ -186,6 +192,12 @@ class BlipCaptioner(Captioner):
                 )
             captions += self._processor.batch_decode(tokens, skip_special_tokens=True)
         return [c.strip() for c in captions]
+
+    def _cpu_batch(self) -> int:
+        from shared.models.caption.blip_decoder_onnx import OnnxTextDecoder
+
+        onnx = isinstance(getattr(self._model, "text_decoder", None), OnnxTextDecoder)
+        return ONNX_GENERATE_BATCH if onnx else CPU_GENERATE_BATCH
 
     @property
     def runtime_info(self) -> RuntimeInfo:
