@@ -132,11 +132,9 @@ def export_decoder_int8(decoder: Any, folder: Path, image_tokens: int, *, quanti
     """Export the fp32 `decoder` (BLIP's `text_decoder`) as the two graphs, quantised into `folder`
     (`quantize=False`: the fp32 graphs under the same names, which tests compare with transformers)."""
     import shutil
-    import warnings
-
-    import onnx
 
     from shared.models.onnx.export import DEFAULT_OPSET, quantize_graph
+    from shared.models.onnx.towers import torchscript_export
 
     geo = _Heads(decoder.config)
     width = int(decoder.config.encoder_hidden_size)
@@ -153,29 +151,20 @@ def export_decoder_int8(decoder: Any, folder: Path, image_tokens: int, *, quanti
         *[torch.zeros(1, geo.heads, 3, geo.size) for _ in past],
         *[torch.zeros(1, geo.heads, image_tokens, geo.size) for _ in cross],
     )
+    hidden = torch.zeros(1, image_tokens, width)
+    cross_axes = {HIDDEN: {0: "batch", 1: "image"}} | {c: {0: "batch", 2: "image"} for c in cross}
     scratch = folder / ".fp32-decoder"
     scratch.mkdir()
     try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(
-                DecoderStep(decoder).eval(), example, str(scratch / "decoder.onnx"), dynamo=False,
-                opset_version=DEFAULT_OPSET, input_names=[IDS, *past, *cross],
-                output_names=[LOGITS, *present], dynamic_axes=axes,
-            )  # fmt: skip
-            cross_axes = {HIDDEN: {0: "batch", 1: "image"}} | {c: {0: "batch", 2: "image"} for c in cross}
-            hidden = torch.zeros(1, image_tokens, width)
-            torch.onnx.export(
-                CrossKeys(decoder).eval(), (hidden,), str(scratch / "cross.onnx"), dynamo=False,
-                opset_version=DEFAULT_OPSET, input_names=[HIDDEN], output_names=cross,
-                dynamic_axes=cross_axes,
-            )  # fmt: skip
-        for graph, name in (("decoder.onnx", DECODER_GRAPH), ("cross.onnx", CROSS_GRAPH)):
+        step, keys = DecoderStep(decoder).eval(), CrossKeys(decoder).eval()
+        torchscript_export(step, example, scratch / DECODER_GRAPH, [IDS, *past, *cross], [LOGITS, *present],
+                           axes, DEFAULT_OPSET)  # fmt: skip
+        torchscript_export(keys, (hidden,), scratch / CROSS_GRAPH, [HIDDEN], cross, cross_axes, DEFAULT_OPSET)
+        for graph in (DECODER_GRAPH, CROSS_GRAPH):
             if quantize:
-                quantize_graph(scratch / graph, folder / name)
+                quantize_graph(scratch / graph, folder / graph)
             else:
-                onnx_model = onnx.load(str(scratch / graph))
-                onnx.save(onnx_model, str(folder / name))
+                shutil.move(scratch / graph, folder / graph)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

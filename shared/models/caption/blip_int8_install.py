@@ -144,24 +144,23 @@ def _onnx_parts(model: Any, folder: Path, progress: Callable[[str], None]) -> tu
         progress(f"caption: no ONNX export here (missing {', '.join(missing)}); BLIP runs on torch int8")
         return "torch-int8", "torch-int8"
     threads = torch.get_num_threads()
-    parts = []
-    for part in ("vision encoder", "text decoder"):
+
+    def vision() -> None:
+        model.vision_model = OnnxVisionEncoder(export_vision_int8(model, folder), threads)
+
+    def decoder() -> None:
+        text, config = model.text_decoder, model.config.vision_config
+        export_decoder_int8(text, folder, (config.image_size // config.patch_size) ** 2 + 1)
+        model.text_decoder = OnnxTextDecoder(folder, text.config, text.generation_config, threads)
+
+    def runtime(part: str, swap: Callable[[], None]) -> str:
         progress(f"caption: exporting the {part} to ONNX and quantising it to int8")
         try:
-            if part == "vision encoder":
-                graph = export_vision_int8(model, folder)
-                model.vision_model = OnnxVisionEncoder(graph, threads)
-            else:
-                text = model.text_decoder
-                tokens = (
-                    model.config.vision_config.image_size // model.config.vision_config.patch_size
-                ) ** 2 + 1
-                export_decoder_int8(text, folder, tokens)
-                model.text_decoder = OnnxTextDecoder(folder, text.config, text.generation_config, threads)
+            swap()
         except Exception as exc:  # the exporter raises many kinds; the torch part still works
             why = f"{type(exc).__name__}: {str(exc)[:300]}"
             progress(f"caption: the {part}'s ONNX export failed ({why}); it runs on torch int8 (slower)")
-            parts.append("torch-int8")
-            continue
-        parts.append("onnxruntime-int8")
-    return parts[0], parts[1]
+            return "torch-int8"
+        return "onnxruntime-int8"
+
+    return runtime("vision encoder", vision), runtime("text decoder", decoder)

@@ -73,25 +73,12 @@ def export_module(
     `name` with the dynamic `dims` (`torch.export.Dim`s), one output `OUTPUT`; the exporter's chatter
     silenced. `torchscript`: torch's earlier (TorchScript) exporter instead of torch.export, for graphs whose
     patterns onnxruntime fuses only in that exporter's spelling (BLIP's erf GELU: blip_vision_onnx)."""
+    if torchscript:
+        axes = {name: {axis: dim.__name__ for axis, dim in dims.items()}, OUTPUT: {0: "batch"}}
+        torchscript_export(module, (example,), path, [name], [OUTPUT], axes, opset)
+        return
     arg = next(iter(_forward_arg_names(module)))
     with torch.inference_mode(False), torch.no_grad(), _quiet("onnxscript", "onnx_ir", "torch.onnx"):
-        if torchscript:
-            with warnings.catch_warnings():  # torch 2.9+ marks this exporter deprecated on every call
-                warnings.simplefilter("ignore", DeprecationWarning)
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(path),
-                    dynamo=False,
-                    opset_version=opset,
-                    input_names=[name],
-                    output_names=[OUTPUT],
-                    dynamic_axes={
-                        name: {axis: dim.__name__ for axis, dim in dims.items()},
-                        OUTPUT: {0: "batch"},
-                    },
-                )
-            return
         torch.onnx.export(
             module,
             (example,),
@@ -104,6 +91,26 @@ def export_module(
             external_data=True,  # EXTERNAL_WEIGHTS (shared.models.onnx.session)
             verbose=False,
         )
+
+
+def torchscript_export(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    axes: dict[str, dict[int, str]],
+    opset: int,
+) -> None:
+    """`torch.onnx.export` with torch's TorchScript exporter (named inputs and outputs, dynamic `axes`),
+    its deprecation and tracer warnings silenced: what BLIP's graphs are exported with (`export_module`'s
+    `torchscript`, blip_decoder_onnx)."""
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.9+ marks this exporter deprecated; the tracer warns too
+        torch.onnx.export(
+            module, args, str(path), dynamo=False, opset_version=opset, input_names=inputs,
+            output_names=outputs, dynamic_axes=axes,
+        )  # fmt: skip
 
 
 @contextmanager
