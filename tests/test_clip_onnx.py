@@ -400,3 +400,42 @@ def test_real_size_vit_b_32_exports_within_tolerance(tmp_path: Path) -> None:
     ):
         assert checks[key]["min"] >= 0.9999, (key, checks[key])
     assert read_manifest(result.folder).transform.output_size == (224, 224)
+
+
+def test_quantising_ignores_stale_shape_annotations(tmp_path: Path) -> None:
+    """An exporter's wrong shape annotation (torch 2.11 wrote one into ViT-L/14's image graph: 768 for a
+    dimension of 1024) must not stop the int8 quantisation, and the int8 graph computes what fp32 does."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from shared.models.onnx.export import quantize_graph
+
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
+        "stale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 16])],
+        [weights],
+    )
+    # an annotation of a weight that disagrees with the weight (8 x 16): shape inference refuses the graph
+    graph.value_info.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [12, 16]))
+    src, dst = tmp_path / "fp32" / "g.onnx", tmp_path / "int8" / "g.onnx"
+    src.parent.mkdir()
+    dst.parent.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+
+    quantize_graph(src, dst)
+
+    assert sorted(p.name for p in src.parent.iterdir()) == ["g.onnx"]  # the stripped copy is gone
+    assert any(
+        n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in onnx.load(str(dst)).graph.node
+    )
+    x = rng.standard_normal((1, 8)).astype(np.float32)
+    fp32, int8 = (
+        onnxruntime.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for p in (src, dst)
+    )
+    assert np.allclose(fp32, int8, atol=0.1 * float(np.abs(fp32).max()))

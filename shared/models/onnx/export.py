@@ -120,6 +120,22 @@ def export_clip(
     return results
 
 
+def _without_value_info(src: Path) -> Path:
+    """`src` without its intermediate shape annotations (graph.value_info), written beside it so its
+    external weights are shared, not copied; `src` itself when it has none. The quantiser re-infers every
+    shape and refuses a graph whose annotation disagrees (torch 2.11's exporter annotated a ViT-L/14
+    tensor 768 wide that is 1024), while the annotations are optional and ONNX Runtime ignores them."""
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    if not model.graph.value_info:
+        return src
+    del model.graph.value_info[:]
+    bare = src.with_name(f"{src.stem}.bare{src.suffix}")
+    onnx.save(model, str(bare))
+    return bare
+
+
 def quantize_graph(src: Path, dst: Path) -> None:
     """Dynamic int8 quantisation of one graph with the `QUANTIZATION` settings."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -127,9 +143,10 @@ def quantize_graph(src: Path, dst: Path) -> None:
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger each call
+    bare = _without_value_info(src)
     try:
         quantize_dynamic(
-            src,
+            bare,
             dst,
             op_types_to_quantize=QUANTIZATION["op_types"],
             per_channel=True,
@@ -139,6 +156,8 @@ def quantize_graph(src: Path, dst: Path) -> None:
         )
     finally:
         root.setLevel(level)
+        if bare != src:
+            bare.unlink(missing_ok=True)
     # onnx writes the weights file owner-only; the graph beside it gets the umask's mode, as every other
     # file of the models volume does, so whoever may read the graph may read its weights.
     weights = dst.with_name(dst.name + ".data")
