@@ -83,6 +83,7 @@ def test_download_makes_a_checked_int8_file_that_the_caption_worker_takes(
     assert info.precision == "int8" and info.extra["int8_file"] == str(int8_dir(cpu_env))
     assert info.extra["int8_check"] == manifest["check"]
     assert info.extra["vision_encoder"] == info.extra["text_decoder"] == "onnxruntime-int8"
+    assert info.runtime == "onnxruntime"  # what /readyz and the bench report: no longer "torch"
 
     # the onnxruntime decoder captions two photos per call (ONNX_GENERATE_BATCH), torch's one
     sizes: list[int] = []
@@ -154,4 +155,4 @@ def test_without_the_onnx_exporter_the_vision_encoder_stays_on_torch(
     assert manifest["vision"] == manifest["decoder"] == "torch-int8"
     assert not [p for p in int8_dir(cpu_env).iterdir() if p.suffix in (".onnx", ".data")]
     info = captioner(make_settings, cpu_env).runtime_info
-    assert info.precision == "int8" and info.extra["text_decoder"] == "torch-int8"
+    assert info.precision == "int8" and info.extra["text_decoder"] == "torch-int8" and info.runtime == "torch"

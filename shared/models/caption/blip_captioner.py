@@ -193,6 +193,14 @@ class BlipCaptioner(Captioner):
             captions += self._processor.batch_decode(tokens, skip_special_tokens=True)
         return [c.strip() for c in captions]
 
+    def _runtime_name(self) -> str:
+        """What computes the caption: `torch`, `onnxruntime` (encoder and decoder graphs of the int8 file,
+        torch's generate loop around them) or `onnxruntime+torch` (one of the two on each)."""
+        if not (self.int8_loaded_from and self.int8_file):
+            return "torch"
+        manifest = self.int8_file.manifest
+        return "+".join(sorted({part.split("-")[0] for part in (manifest.vision, manifest.decoder)}))
+
     def _cpu_batch(self) -> int:
         from shared.models.caption.blip_decoder_onnx import OnnxTextDecoder
 
@@ -202,7 +210,7 @@ class BlipCaptioner(Captioner):
     @property
     def runtime_info(self) -> RuntimeInfo:
         return RuntimeInfo(
-            runtime="torch",
+            runtime=self._runtime_name(),
             device=self.device,
             precision=self.precision,
             extra={
