@@ -10,7 +10,7 @@ LOCK := $(UV) pip compile --quiet --python-platform x86_64-manylinux_2_28
 LOCK311 := $(LOCK) --python-version 3.11
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint typecheck check bench bench-whole bench-caption bench-lanes bench-people bench-router clean docker-build demo gpu-up k8s-render image-sizes lock
+.PHONY: help install run test test-fast lint typecheck check bench bench-whole bench-gpu bench-caption bench-lanes bench-people bench-router clean docker-build demo gpu-up k8s-render image-sizes lock
 TARGET ?= full
 
 help: ## List targets
@@ -50,6 +50,9 @@ bench: $(STAMP) ## Throughput/latency benchmark, the whole photo, fresh-upload l
 
 bench-whole: $(STAMP) ## Only the whole photo: CLIP ViT-L/14 + BLIP-base captions + faces, baselines and our layouts
 	$(BIN)/python -m benchmarks.run --whole
+
+bench-gpu: $(STAMP) ## The whole photo on an NVIDIA GPU: the legacy loop on CUDA vs ours as deploy/docker-compose.gpu.yml runs them
+	$(BIN)/python -m benchmarks.run --whole --gpu --photos 24
 
 bench-lanes: $(STAMP) ## Only the lane latency: uploads during a 1,000-photo bulk burst, lanes on and off
 	$(BIN)/python -m benchmarks.run --lanes

@@ -32,6 +32,7 @@ import numpy as np
 import redis
 from PIL import Image, ImageOps
 
+from shared.device import resolve_device
 from shared.models.base import l2_normalize
 from shared.paths import resolve_photo_path
 from shared.settings import Settings, load_settings
@@ -51,26 +52,28 @@ class Embedder(Protocol):
 
 
 class HfTorchEmbedder:
-    """Approach 1: CLIPProcessor + CLIPModel, torch fp32, on the full-resolution image."""
+    """Approach 1: CLIPProcessor + CLIPModel, torch fp32, on the full-resolution image, on `device` (the
+    legacy runner took CUDA whenever torch saw it: `shared.device.resolve_device("auto")`)."""
 
     runtime = "torch"
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, device: str = "cpu") -> None:
         import torch
         from transformers import CLIPModel, CLIPProcessor
 
         self.torch = torch
+        self.device = device
         self.processor = CLIPProcessor.from_pretrained(model_dir, backend="pil")
-        self.model = CLIPModel.from_pretrained(model_dir).eval()
+        self.model = CLIPModel.from_pretrained(model_dir).eval().to(device)
 
     def embed(self, image: Image.Image) -> tuple[np.ndarray, float, float]:
         start = time.perf_counter()
         inputs = self.processor(images=image, return_tensors="pt")
         mid = time.perf_counter()
         with self.torch.inference_mode():
-            out = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+            out = self.model.get_image_features(pixel_values=inputs["pixel_values"].to(self.device))
         features = out if isinstance(out, self.torch.Tensor) else out.pooler_output
-        vector = l2_normalize(features.float().numpy())[0]
+        vector = l2_normalize(features.float().cpu().numpy())[0]  # .cpu() waits for the GPU
         return vector, mid - start, time.perf_counter() - mid
 
 
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(env_file=None)
     embedder: Embedder
     if args.kind == "hf-torch":
-        embedder = HfTorchEmbedder(args.model_dir)
+        embedder = HfTorchEmbedder(args.model_dir, resolve_device(settings.worker.device))
     else:
         if args.onnx is None:
             parser.error("ort-fp32 needs --onnx")

@@ -9,6 +9,7 @@ Photos used for single-photo latency are never part of the burst, so no decode c
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -93,7 +94,10 @@ class PipelineBench:
             "PROJECT_ROOT": str(gallery.root),
             "CAPTION_ENABLED": "0",
             "MINDSIGHT_LOG_LEVEL": "INFO",
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            # this checkout first, then whatever the bench itself was given (packages outside site-packages)
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")) if p
+            ),
         }
         self.onnx_image_fp32: Path | None = None
         """The fp32 image graph approach 2 runs (set once the export exists)."""

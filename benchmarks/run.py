@@ -11,7 +11,8 @@ tables and writes everything to <out>/results-<timestamp>.json. `--sweep` runs t
 given, BLIP-base built with random weights unless `--caption-model-dir`, RetinaFace + dlib faces), 12 MP
 photos (`--photos`, default 12), approaches `legacy`, `immich`, `split`, `photo-<N>p[-<M>t]`
 (benchmarks.whole_layouts). Captions are fixed at 16 new tokens on every side (CAPTION_MAX_LENGTH=17).
-Results go to <out>/results-whole-<timestamp>.json.
+Results go to <out>/results-whole-<timestamp>.json. `--whole --gpu` measures on an NVIDIA GPU: the legacy
+runner's loop on CUDA against ours as deploy/docker-compose.gpu.yml runs them (no CPU int8 files made).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.approaches import DEFAULT_APPROACHES, Approach, parse_approach
-from benchmarks.machine import describe_machine, load_average, machine_line
+from benchmarks.machine import GpuMissing, describe_machine, load_average, machine_line
 from benchmarks.models import ARCHITECTURES, BenchModel, ensure_blip, ensure_model
 from benchmarks.onnx_exports import ensure_caption_int8
 from benchmarks.photos import SIZES
 from benchmarks.report import check_targets, markdown, summarise
-from benchmarks.whole_layouts import WHOLE_APPROACHES, parse_layout
+from benchmarks.whole_layouts import WHOLE_APPROACHES, gpu_approaches, parse_layout
 
 BENCH_TOKEN = "bench-internal-token-7f3a91c2"
 """The gallery's internal token for the run (a private gallery on loopback)."""
@@ -60,6 +61,8 @@ class Options:
     whole: bool = False
     caption_model_dir: Path | None = None
     """--caption-model-dir: a transformers BLIP folder for --whole instead of the built BLIP-base."""
+    gpu: bool = False
+    """--gpu: --whole on a CUDA GPU, as deploy/docker-compose.gpu.yml runs it (no CPU int8 preparation)."""
 
 
 def log(message: str) -> None:
@@ -91,6 +94,10 @@ def parse_args(argv: list[str] | None) -> Options:
         "model shapes: 12 photos of 12 MP, 3 single photos unless given",
     )  # fmt: skip
     p.add_argument("--caption-model-dir", type=Path, help="--whole: this BLIP folder instead of BLIP-base")
+    p.add_argument(
+        "--gpu", action="store_true", help="--whole on an NVIDIA GPU: legacy on CUDA vs ours as "
+        "deploy/docker-compose.gpu.yml runs them; no CPU int8 files are made",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("var/bench"), help="cache, logs and results")
     p.add_argument(
         "--quiet", type=float, help="before each burst wait (<= 90 s) until other work uses under this "
@@ -109,8 +116,11 @@ def parse_args(argv: list[str] | None) -> Options:
     normal = {"photos": 48, "sizes": "12mp,1080p", "latency_samples": 7, "embed_requests": 200, "quiet": 0.15}
     if a.whole:
         normal.update(photos=12, sizes="12mp", latency_samples=3)
+    if a.gpu and not a.whole:
+        p.error("--gpu measures the whole photo: add --whole")
+    whole = gpu_approaches() if a.gpu else WHOLE_APPROACHES
     defaults = {"model": "vit-l-14" if a.whole else "vit-b-32",
-                "approaches": ",".join(WHOLE_APPROACHES if a.whole else DEFAULT_APPROACHES)}  # fmt: skip
+                "approaches": ",".join(whole if a.whole else DEFAULT_APPROACHES)}  # fmt: skip
     for name, value in {**(quick if a.quick else normal), **defaults}.items():
         if getattr(a, name) is None:
             setattr(a, name, value)
@@ -121,7 +131,7 @@ def parse_args(argv: list[str] | None) -> Options:
         embed_requests=a.embed_requests, embed=not a.no_embed, out=a.out, sweep=a.sweep, lanes=a.lanes,
         bulk=a.bulk,
         quiet=None if a.quiet >= 1 else a.quiet, env=dict(kv.partition("=")[::2] for kv in a.set),
-        whole=a.whole, caption_model_dir=a.caption_model_dir,
+        whole=a.whole, caption_model_dir=a.caption_model_dir, gpu=a.gpu,
     )  # fmt: skip
     unknown = [s for s in opts.sizes if s not in SIZES]
     if unknown or opts.photos < 1 or opts.repeat < 1:
@@ -130,7 +140,7 @@ def parse_args(argv: list[str] | None) -> Options:
         p.error("--whole measures one size: pass one of --sizes")
     for key in opts.approaches:
         try:
-            parse_layout(key) if opts.whole else parse_approach(key)
+            parse_layout(key, opts.gpu) if opts.whole else parse_approach(key)
         except ValueError as exc:
             p.error(str(exc))
     return opts
@@ -199,12 +209,16 @@ def main_whole(opts: Options) -> dict[str, Any]:
     from benchmarks.whole_photo import CAPTION_NEW_TOKENS, run_whole
     from benchmarks.whole_report import check_whole_targets, markdown_whole, summarise_whole
 
+    try:
+        machine = describe_machine(gpu=opts.gpu)
+    except GpuMissing as exc:
+        raise SystemExit(f"error: {exc}") from None
     model, model_text = prepare_model(opts)
     blip_dir, blip_text = prepare_blip(opts)
-    int8_note = ensure_caption_int8(model, blip_dir, (opts.out / "caption-int8").resolve(), log)
-    log(f"caption int8: {int8_note}")
-    layouts = [parse_layout(k) for k in opts.approaches]
-    machine = describe_machine()
+    if not opts.gpu:  # a GPU deployment runs fp32 on the GPU: no int8 file is made for it
+        int8_note = ensure_caption_int8(model, blip_dir, (opts.out / "caption-int8").resolve(), log)
+        log(f"caption int8: {int8_note}")
+    layouts = [parse_layout(k, opts.gpu) for k in opts.approaches]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with BenchSession(opts, model, BENCH_TOKEN, stamp, log) as session:
         runs = run_whole(session, layouts, blip_dir)
@@ -216,7 +230,7 @@ def main_whole(opts: Options) -> dict[str, Any]:
     )
     machine["load_average_end"] = load_average()
     rows = summarise_whole(runs)
-    targets = check_whole_targets(rows)
+    targets = check_whole_targets(rows, opts.gpu)
     results: dict[str, Any] = {
         "whole": [r.to_json() for r in runs], "summary": rows, "targets": targets, "machine": machine,
         "models": models, "onnx_export_checks": checks,

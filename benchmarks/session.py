@@ -61,7 +61,8 @@ class BenchSession:
         self.bench.quiet_share = self.opts.quiet
         self.gallery.start()
         self._register_photos()
-        if not self.opts.lanes:  # the lane measurement runs ours on torch only: no export needed
+        # the lane measurement runs ours on torch only, and a GPU runs torch: no export needed
+        if not self.opts.lanes and not self.opts.gpu:
             self.exports = ensure_exports(self.model, self.workdir / "export", self.log)
             self.bench.onnx_image_fp32 = self.exports.image_fp32
         return self

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from benchmarks.baselines import TIMINGS_KEY, ClipRunnerLoop, Embedder, HfTorchEmbedder, OrtFp32Embedder
+from shared.device import resolve_device
 from shared.gallery_contract import BBox, FaceIn, FacesIn, MlResultIn
 from shared.models.base import FaceAnalyzer, l2_normalize
 from shared.models.face.registry import build_face_analyzer
@@ -45,9 +46,12 @@ log = logging.getLogger("benchmarks.whole_baseline")
 
 
 class TorchCaptioner:
-    """BLIP in torch fp32 plus the CLIP text features of its caption, as the legacy runner did both."""
+    """BLIP in torch fp32 plus the CLIP text features of its caption, as the legacy runner did both, on
+    `device` (CUDA whenever torch sees it, as the legacy runner chose)."""
 
-    def __init__(self, blip_dir: Path, clip_dir: Path, clip_model: Any | None, settings: Settings) -> None:
+    def __init__(
+        self, blip_dir: Path, clip_dir: Path, clip_model: Any | None, settings: Settings, device: str
+    ) -> None:
         import torch
         from transformers import (
             AutoTokenizer,
@@ -57,11 +61,12 @@ class TorchCaptioner:
         )
 
         self.torch = torch
+        self.device = device
         self.processor = BlipProcessor.from_pretrained(blip_dir)
-        self.blip = BlipForConditionalGeneration.from_pretrained(blip_dir).eval()
+        self.blip = BlipForConditionalGeneration.from_pretrained(blip_dir).eval().to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(clip_dir)
         # legacy reuses its CLIPModel; Immich-style has no torch CLIP, so only the text tower is loaded
-        self.clip = clip_model or _text_tower(clip_dir, CLIPTextModelWithProjection)
+        self.clip = clip_model or _text_tower(clip_dir, CLIPTextModelWithProjection).to(device)
         self.generate_args = {
             "max_length": settings.caption.max_length,
             "num_beams": settings.caption.num_beams,
@@ -69,17 +74,19 @@ class TorchCaptioner:
 
     def caption(self, image: Image.Image) -> tuple[str, np.ndarray]:
         """The caption of `image` and its L2-normalised CLIP text embedding."""
-        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device)
         with self.torch.inference_mode():
             tokens = self.blip.generate(pixel_values=pixels, **self.generate_args)
             caption = self.processor.batch_decode(tokens, skip_special_tokens=True)[0].strip()
-            text = self.tokenizer([caption], padding=True, truncation=True, return_tensors="pt")
+            text = self.tokenizer([caption], padding=True, truncation=True, return_tensors="pt").to(
+                self.device
+            )
             if hasattr(self.clip, "get_text_features"):
                 out = self.clip.get_text_features(**text)
             else:
                 out = self.clip(**text).text_embeds
         features = out if isinstance(out, self.torch.Tensor) else out.pooler_output
-        return caption, l2_normalize(features.float().numpy())[0]
+        return caption, l2_normalize(features.float().cpu().numpy())[0]
 
 
 class WholePhotoLoop(ClipRunnerLoop):
@@ -197,9 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = load_settings(env_file=None)
+    device = resolve_device(settings.worker.device)  # "auto": CUDA when torch sees it, as legacy chose
     embedder: Embedder
     if args.kind == "legacy":
-        embedder = HfTorchEmbedder(args.model_dir)
+        embedder = HfTorchEmbedder(args.model_dir, device)
         clip_model = embedder.model
     else:
         if args.onnx is None:
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         embedder, clip_model = OrtFp32Embedder(args.onnx, args.model_dir), None
     captioner = None
     if settings.caption.enabled:
-        captioner = TorchCaptioner(args.caption_model_dir, args.model_dir, clip_model, settings)
+        captioner = TorchCaptioner(args.caption_model_dir, args.model_dir, clip_model, settings, device)
     faces = build_face_analyzer(settings.face)
     faces.load()
     decode = "cv2" if args.kind == "legacy" else "pil"

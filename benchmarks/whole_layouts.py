@@ -8,6 +8,12 @@
   1). The one docker-compose.yml runs by default (MINDSIGHT_PHOTO_WORKERS x MINDSIGHT_PHOTO_THREADS, read
   from the file: `compose_photo_layout`) says so in its title.
 
+With `--gpu` (an NVIDIA machine whose torch sees CUDA), ours run as deploy/docker-compose.gpu.yml runs them:
+one photo process by default and the router filling jobs of up to MINDSIGHT_GPU_BATCH_SIZE photos
+(`compose_gpu_layout`, read from that file); the models go where MINDSIGHT_DEVICE=auto puts them (torch
+on CUDA; an ONNX model on CUDA only where onnxruntime offers it). The legacy baseline takes CUDA as the
+original runner did; Immich-style needs onnxruntime's CUDA provider and is left out.
+
 Every layout of ours also runs the router, `mindsight worker text` and `mindsight serve embed-api` (idle),
 so the peak RSS summed over the processes is the whole default stack's.
 """
@@ -25,6 +31,9 @@ Kind = Literal["legacy", "immich", "ours"]
 
 WHOLE_APPROACHES = ("legacy", "immich", "split", "photo-2p", "photo-1p-2t")
 """The approaches `--whole` measures unless told otherwise."""
+
+GPU_BASELINES = ("legacy",)
+"""The baselines `--whole --gpu` can run: Immich-style is ONNX Runtime on CUDA (needs onnxruntime-gpu)."""
 
 PHOTO_WORKER = ("worker", "photo")
 """One process hosting the three photo capabilities, clip's queue first, then face, then caption."""
@@ -46,6 +55,14 @@ BASELINE_TITLES = {
 _PHOTO = re.compile(r"^photo-(\d+)p(?:-(\d+)t)?$")
 
 
+def gpu_approaches() -> tuple[str, ...]:
+    """What `--whole --gpu` measures unless told otherwise: the GPU baselines, deploy/docker-compose.gpu.yml's
+    default layout, and one more photo process (a second replica helps when the GPU waits on decoding)."""
+    layout = compose_gpu_layout()
+    n, threads = (layout[0], layout[1]) if layout else (1, 2)
+    return (*GPU_BASELINES, f"photo-{n}p-{threads}t", f"photo-{n + 1}p-{threads}t")
+
+
 class UnknownLayout(ValueError):
     """An approach name the whole-photo benchmark does not know."""
 
@@ -60,17 +77,24 @@ class Layout:
     workers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Ours: (process name, `mindsight` arguments) of each photo worker."""
     env: dict[str, str] = field(default_factory=dict)
+    router_env: dict[str, str] = field(default_factory=dict)
+    """Ours: settings of the router alone (on a GPU, the photos per job)."""
 
     @property
     def is_ours(self) -> bool:
         return self.kind == "ours"
 
 
-def parse_layout(key: str) -> Layout:
-    """The approach named `key`; UnknownLayout with the accepted forms otherwise."""
+def parse_layout(key: str, gpu: bool = False) -> Layout:
+    """The approach named `key` (on a GPU with `gpu`); UnknownLayout with the accepted forms otherwise."""
     key = key.strip()
+    if gpu and key in BASELINE_TITLES and key not in GPU_BASELINES:
+        raise UnknownLayout(
+            f"--gpu runs the baselines {', '.join(GPU_BASELINES)}: {key!r} needs onnxruntime-gpu"
+        )
     if key in BASELINE_TITLES:
-        return Layout(key, key, BASELINE_TITLES[key])  # type: ignore[arg-type]
+        title = BASELINE_TITLES[key] + (" (on CUDA: torch takes the GPU, as the runner chose)" if gpu else "")
+        return Layout(key, key, title)  # type: ignore[arg-type]
     if key == "split":
         title = (
             "ours, default settings: worker clip + worker caption + worker face, 1 process x 1 thread "
@@ -82,29 +106,55 @@ def parse_layout(key: str) -> Layout:
         raise UnknownLayout(f"unknown approach {key!r}: use legacy, immich, split or photo-<N>p[-<M>t]")
     n, threads = int(match.group(1)), match.group(2) or "1"
     title = f"ours, default settings: {n} x `worker photo` process(es) x {threads} thread(s)"
+    workers = tuple((f"worker-photo-{i}", PHOTO_WORKER) for i in range(n))
+    if gpu:
+        gpu_layout = compose_gpu_layout()
+        if gpu_layout is None:
+            raise UnknownLayout(f"{GPU_COMPOSE_FILE} does not say its photo workers and batch size")
+        title += f", router batch {gpu_layout[2]}"
+        if (n, int(threads)) == gpu_layout[:2]:
+            title += " (deploy/docker-compose.gpu.yml's default)"
+        router = {"MINDSIGHT_BATCH_SIZE": str(gpu_layout[2])}
+        return Layout(key, "ours", title, workers, {"MINDSIGHT_THREADS": threads}, router)
     if (n, int(threads)) == compose_photo_layout():
         title += " (docker-compose.yml's default)"
-    workers = tuple((f"worker-photo-{i}", PHOTO_WORKER) for i in range(n))
     return Layout(key, "ours", title, workers, {"MINDSIGHT_THREADS": threads})
 
 
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
+GPU_COMPOSE_FILE = COMPOSE_FILE.parent / "deploy" / "docker-compose.gpu.yml"
 
 
 def compose_photo_layout(compose: Path = COMPOSE_FILE) -> tuple[int, int] | None:
     """(processes, threads) of `worker-photo` as docker-compose.yml defaults them, read from the file so
     the bench never names a stale default; None when the file does not say."""
+    found = _compose_defaults(compose, "MINDSIGHT_PHOTO_WORKERS", "MINDSIGHT_PHOTO_THREADS")
+    return None if found is None else (found[0], found[1])
+
+
+def compose_gpu_layout(
+    compose: Path = COMPOSE_FILE, gpu: Path = GPU_COMPOSE_FILE
+) -> tuple[int, int, int] | None:
+    """(processes, threads, router batch) of `worker-photo` under the GPU override: its replicas and
+    MINDSIGHT_GPU_BATCH_SIZE from deploy/docker-compose.gpu.yml, the threads it keeps from
+    docker-compose.yml; None when a file does not say."""
+    override = _compose_defaults(gpu, "MINDSIGHT_PHOTO_WORKERS", "MINDSIGHT_GPU_BATCH_SIZE")
+    base = compose_photo_layout(compose)
+    if override is None or base is None:
+        return None
+    return override[0], base[1], override[1]
+
+
+def _compose_defaults(compose: Path, *names: str) -> list[int] | None:
+    """The `${NAME:-N}` default of each of `names` in a compose file; None when one is missing."""
     try:
         text = compose.read_text(encoding="utf-8")
     except OSError:
         return None
-    found = [
-        re.search(r"\$\{" + name + r":-(\d+)\}", text)
-        for name in ("MINDSIGHT_PHOTO_WORKERS", "MINDSIGHT_PHOTO_THREADS")
-    ]
-    if found[0] is None or found[1] is None:
+    found = [re.search(r"\$\{" + name + r":-(\d+)\}", text) for name in names]
+    if any(f is None for f in found):
         return None
-    return int(found[0].group(1)), int(found[1].group(1))
+    return [int(f.group(1)) for f in found if f is not None]
 
 
 @dataclass(frozen=True)
@@ -129,7 +179,7 @@ def start_layout(
             argv += ["--onnx", str(models.onnx_image_fp32)]
         return [group.start(f"baseline-{layout.kind}", argv, env)]
     env = {**env, **layout.env}
-    group.mindsight("router", "router", env=env)
+    group.mindsight("router", "router", env={**env, **layout.router_env})
     workers = [
         group.mindsight(name, *args, env={**env, "MINDSIGHT_METRICS_PORT": str(new_port())})
         for name, args in layout.workers

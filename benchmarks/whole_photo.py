@@ -219,7 +219,9 @@ class WholePhotoBench:
         """What really ran: ours as the workers' /readyz report it; fixed for the baselines."""
         if not layout.is_ours:
             clip = "onnxruntime fp32" if layout.kind == "immich" else "torch fp32"
-            return {"clip": clip, "caption": "torch fp32", "face": "retinaface-dlib", "threads": "default"}
+            where = " on CUDA" if self.session.opts.gpu else ""
+            return {"clip": clip + where, "caption": "torch fp32" + where, "face": "retinaface-dlib",
+                    "threads": "default"}  # fmt: skip
         out: dict[str, Any] = {"threads": layout.env.get("MINDSIGHT_THREADS", "1")}
         for worker in workers:
             ready = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/readyz", timeout=5).json()

@@ -65,8 +65,9 @@ def _paired(by_key: dict[str, list[WholeRun]], approach: str, base: str) -> list
     return [round(min(ratios), 2), round(max(ratios), 2)] if ratios else None
 
 
-def check_whole_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 10's whole-photo targets for each layout of ours, with the measured value and pass/fail."""
+def check_whole_targets(rows: list[dict[str, Any]], gpu: bool = False) -> list[dict[str, Any]]:
+    """Issue 10's whole-photo targets for each layout of ours, with the measured value and pass/fail; the
+    stack's RSS goal is the CPU stack's (a 4 GB NAS), not a GPU machine's."""
     out: list[dict[str, Any]] = []
     for row in rows:
         if row["approach"] in BASELINES:
@@ -77,8 +78,8 @@ def check_whole_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
              lambda v: v >= TARGET_X_VS_LEGACY),
             (f"{a}: all image embeddings, time vs legacy", row["image_time_vs_legacy"],
              f"<= {TARGET_IMAGE_TIME_VS_LEGACY:g}x", lambda v: v <= TARGET_IMAGE_TIME_VS_LEGACY),
-            (f"{a}: whole stack peak RSS (MB)", row["rss_total_mb"], f"<= {TARGET_STACK_RSS_MB:g} MB",
-             lambda v: v <= TARGET_STACK_RSS_MB),
+            (f"{a}: whole stack peak RSS (MB)", None if gpu else row["rss_total_mb"],
+             f"<= {TARGET_STACK_RSS_MB:g} MB", lambda v: v <= TARGET_STACK_RSS_MB),
         ]  # fmt: skip
         for name, value, goal, ok in goals:
             if value is not None:
@@ -145,6 +146,8 @@ def _runtime(runtime: dict[str, Any]) -> str:
             models = [m for m in info.values() if isinstance(m, dict)] or [info]
             found = models[0]
             detail = " ".join(str(found[k]) for k in ("runtime", "precision") if k in found)
+            if "cuda" in str(found.get("device", "")).lower():
+                detail += f" on {found['device']}"
             parts.append(f"{cap}={detail or '?'}")
         else:
             parts.append(f"{cap}={info}")

@@ -266,6 +266,69 @@ def test_the_whole_bench_names_the_compose_default_from_the_compose_file(tmp_pat
     assert compose_photo_layout(tmp_path / "missing.yml") is None
 
 
+def test_the_gpu_bench_runs_ours_as_the_gpu_override_does(tmp_path: Path) -> None:
+    from benchmarks.whole_layouts import (
+        UnknownLayout,
+        compose_gpu_layout,
+        compose_photo_layout,
+        gpu_approaches,
+        parse_layout,
+    )
+
+    processes, threads, batch = compose_gpu_layout() or (0, 0, 0)
+    assert processes >= 1 and batch > 1 and threads == (compose_photo_layout() or (0, 0))[1]
+    assert gpu_approaches() == (
+        "legacy",
+        f"photo-{processes}p-{threads}t",
+        f"photo-{processes + 1}p-{threads}t",
+    )
+    default = parse_layout(f"photo-{processes}p-{threads}t", gpu=True)
+    assert default.title.endswith("(deploy/docker-compose.gpu.yml's default)")
+    assert default.router_env == {"MINDSIGHT_BATCH_SIZE": str(batch)}  # the router alone, as compose sets it
+    assert default.env == {"MINDSIGHT_THREADS": str(threads)}
+    assert parse_layout(f"photo-{processes}p-{threads}t").router_env == {}  # the CPU layout keeps its default
+    assert "CUDA" in parse_layout("legacy", gpu=True).title
+    with pytest.raises(UnknownLayout, match="onnxruntime-gpu"):
+        parse_layout("immich", gpu=True)
+    base, gpu = tmp_path / "compose.yml", tmp_path / "gpu.yml"
+    base.write_text("${MINDSIGHT_PHOTO_WORKERS:-1} ${MINDSIGHT_PHOTO_THREADS:-3}\n")
+    gpu.write_text("replicas: ${MINDSIGHT_PHOTO_WORKERS:-2}\nBATCH: ${MINDSIGHT_GPU_BATCH_SIZE:-32}\n")
+    assert compose_gpu_layout(base, gpu) == (2, 3, 32)
+    assert compose_gpu_layout(base, tmp_path / "missing.yml") is None
+
+
+def test_the_gpu_bench_needs_whole_and_a_cuda_device(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.machine import GpuMissing, describe_gpu
+    from benchmarks.run import main, parse_args
+
+    assert parse_args(["--whole", "--gpu"]).approaches[0] == "legacy"
+    with pytest.raises(SystemExit):
+        parse_args(["--gpu"])
+    assert "add --whole" in capsys.readouterr().err
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        assert describe_gpu()
+        return
+    with pytest.raises(GpuMissing, match="sees no CUDA device"):
+        describe_gpu()
+    with pytest.raises(SystemExit, match="sees no CUDA device"):  # before any model is built
+        main(["--whole", "--gpu", "--out", "/nonexistent/never-written"])
+
+
+def test_the_stack_memory_goal_is_the_cpu_stacks() -> None:
+    from benchmarks.whole_report import check_whole_targets
+
+    row = {"approach": "photo-1p-2t", "x_vs_legacy": 3.0, "image_time_vs_legacy": 0.1, "rss_total_mb": 9000.0}
+    on_cpu = {t["target"]: t["met"] for t in check_whole_targets([row])}
+    assert on_cpu == {
+        "photo-1p-2t: photos/s vs legacy": True,
+        "photo-1p-2t: all image embeddings, time vs legacy": True,
+        "photo-1p-2t: whole stack peak RSS (MB)": False,
+    }
+    on_gpu = [t["target"] for t in check_whole_targets([row], gpu=True)]
+    assert not any("RSS" in t for t in on_gpu) and len(on_gpu) == 2
+
+
 def test_immich_style_captions_embed_like_legacy(
     tiny_transformers_clip_dir: Path, tiny_blip_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,8 +344,8 @@ def test_immich_style_captions_embed_like_legacy(
     settings = load_settings(env_file=None)
     photo: Image.Image = check_photos()[1][0]
     full = CLIPModel.from_pretrained(tiny_transformers_clip_dir).eval()
-    legacy = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, full, settings)
-    immich = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, None, settings)
+    legacy = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, full, settings, "cpu")
+    immich = TorchCaptioner(tiny_blip_dir, tiny_transformers_clip_dir, None, settings, "cpu")
     (caption, vector), (same, other) = legacy.caption(photo), immich.caption(photo)
     assert type(immich.clip).__name__ == "CLIPTextModelWithProjection"
     assert caption == same and 1 <= len(caption.split()) <= 16
