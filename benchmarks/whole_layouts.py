@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from benchmarks.processes import Proc, ProcessGroup, new_port, wait_http_ok
+from shared.device import auto_threads
 
 Kind = Literal["legacy", "immich", "ours"]
 
@@ -126,10 +127,14 @@ GPU_COMPOSE_FILE = COMPOSE_FILE.parent / "deploy" / "docker-compose.gpu.yml"
 
 
 def compose_photo_layout(compose: Path = COMPOSE_FILE) -> tuple[int, int] | None:
-    """(processes, threads) of `worker-photo` as docker-compose.yml defaults them, read from the file so
-    the bench never names a stale default; None when the file does not say."""
+    """(processes, threads) of `worker-photo` as docker-compose.yml defaults them on this machine, read from
+    the file so the bench never names a stale default (threads `auto`: this machine's cores shared among
+    the processes, shared.device.auto_threads); None when the file does not say."""
     found = _compose_defaults(compose, "MINDSIGHT_PHOTO_WORKERS", "MINDSIGHT_PHOTO_THREADS")
-    return None if found is None else (found[0], found[1])
+    if found is None:
+        return None
+    processes, threads = int(found[0]), found[1]
+    return processes, auto_threads(processes) if threads == "auto" else int(threads)
 
 
 def compose_gpu_layout(
@@ -139,22 +144,25 @@ def compose_gpu_layout(
     MINDSIGHT_GPU_BATCH_SIZE from deploy/docker-compose.gpu.yml, the threads it keeps from
     docker-compose.yml; None when a file does not say."""
     override = _compose_defaults(gpu, "MINDSIGHT_PHOTO_WORKERS", "MINDSIGHT_GPU_BATCH_SIZE")
-    base = compose_photo_layout(compose)
-    if override is None or base is None:
+    found = _compose_defaults(compose, "MINDSIGHT_PHOTO_THREADS")
+    if override is None or found is None:
         return None
-    return override[0], base[1], override[1]
+    processes = int(override[0])
+    threads = auto_threads(processes) if found[0] == "auto" else int(found[0])
+    return processes, threads, int(override[1])
 
 
-def _compose_defaults(compose: Path, *names: str) -> list[int] | None:
-    """The `${NAME:-N}` default of each of `names` in a compose file; None when one is missing."""
+def _compose_defaults(compose: Path, *names: str) -> list[str] | None:
+    """The `${NAME:-N}` default (a number or `auto`) of each of `names` in a compose file; None when one
+    is missing."""
     try:
         text = compose.read_text(encoding="utf-8")
     except OSError:
         return None
-    found = [re.search(r"\$\{" + name + r":-(\d+)\}", text) for name in names]
+    found = [re.search(r"\$\{" + name + r":-(\d+|auto)\}", text) for name in names]
     if any(f is None for f in found):
         return None
-    return [int(f.group(1)) for f in found if f is not None]
+    return [f.group(1) for f in found if f is not None]
 
 
 @dataclass(frozen=True)

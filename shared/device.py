@@ -5,6 +5,9 @@ torch and onnxruntime are imported lazily, so this module imports in processes t
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
 from typing import Literal
 
 from shared.errors import ConfigError
@@ -55,6 +58,28 @@ def onnx_providers(pref: DevicePref) -> list[str]:
             "install onnxruntime-gpu or set MINDSIGHT_DEVICE=auto"
         )
     return [CPU_PROVIDER]
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2's CPU quota of this container: `<quota> <period>` in microseconds, or `max <period>`."""
+
+
+def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity, capped by the container's CPU quota (compose's
+    `cpus:`, a Kubernetes CPU limit) rounded up; at least 1."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2 file, or `max`: no quota
+        pass
+    return max(1, cores)
+
+
+def auto_threads(replicas: int, cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """MINDSIGHT_THREADS=auto: this process's share of the cores when `replicas` processes like it share
+    them (MINDSIGHT_REPLICAS; compose passes MINDSIGHT_PHOTO_WORKERS); at least 1."""
+    return max(1, available_cores(cpu_max) // max(1, replicas))
 
 
 def set_threads(n: int) -> None:

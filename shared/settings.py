@@ -12,7 +12,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -214,13 +222,28 @@ class WorkerSettings(_Group):
     gallery_reject_after_s: int = Field(1800, validation_alias="MINDSIGHT_GALLERY_REJECT_AFTER_S")
     """A photo whose callback keeps failing this long while the gallery accepts others is dead-lettered."""
     device: Device = Field("auto", validation_alias="MINDSIGHT_DEVICE")
+    replicas: int = Field(1, validation_alias="MINDSIGHT_REPLICAS")
+    """Processes like this one sharing this machine's cores; MINDSIGHT_THREADS=auto gives each its share."""
     threads: int = Field(1, validation_alias="MINDSIGHT_THREADS")
+    """Threads per model; `auto` (resolved here, at load) is the cores this process may use divided by
+    MINDSIGHT_REPLICAS (shared.device.auto_threads)."""
     metrics_port: int = Field(0, validation_alias="MINDSIGHT_METRICS_PORT")
     metrics_host: str = Field("0.0.0.0", validation_alias="MINDSIGHT_METRICS_HOST")
     log_format: Literal["text", "json"] = Field("text", validation_alias="MINDSIGHT_LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="MINDSIGHT_LOG_LEVEL")
 
-    @field_validator("batch_size", "bulk_batch_size", "backfill_max_outstanding", "threads")
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _auto_threads(cls, v: object, info: ValidationInfo) -> object:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            from shared.device import auto_threads
+
+            return auto_threads(info.data.get("replicas", 1))
+        if isinstance(v, str) and not v.strip().isdigit():
+            raise ValueError(f"must be a whole number of threads or auto, got {v!r}")
+        return v
+
+    @field_validator("batch_size", "bulk_batch_size", "backfill_max_outstanding", "threads", "replicas")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

@@ -254,6 +254,7 @@ def test_whole_layouts() -> None:
 
 def test_the_whole_bench_names_the_compose_default_from_the_compose_file(tmp_path: Path) -> None:
     from benchmarks.whole_layouts import compose_photo_layout, parse_layout
+    from shared.device import auto_threads
 
     processes, threads = compose_photo_layout() or (0, 0)
     assert processes >= 1 and threads >= 1
@@ -264,6 +265,8 @@ def test_the_whole_bench_names_the_compose_default_from_the_compose_file(tmp_pat
     other.write_text("replicas: ${MINDSIGHT_PHOTO_WORKERS:-3}\nTHREADS: ${MINDSIGHT_PHOTO_THREADS:-4}\n")
     assert compose_photo_layout(other) == (3, 4)
     assert compose_photo_layout(tmp_path / "missing.yml") is None
+    other.write_text("replicas: ${MINDSIGHT_PHOTO_WORKERS:-2}\nTHREADS: ${MINDSIGHT_PHOTO_THREADS:-auto}\n")
+    assert compose_photo_layout(other) == (2, auto_threads(2))  # this machine's share of its cores
 
 
 def test_the_gpu_bench_runs_ours_as_the_gpu_override_does(tmp_path: Path) -> None:

@@ -91,7 +91,11 @@ def test_x_worker_anchor_keeps_workers_identical_but_for_their_command(services:
 
     def shape(svc: dict[str, Any]) -> dict[str, Any]:
         check = {k: v for k, v in svc["healthcheck"].items() if k != "start_period"}
-        env = {k: v for k, v in svc["environment"].items() if k != "MINDSIGHT_THREADS"}
+        env = {
+            k: v
+            for k, v in svc["environment"].items()
+            if k not in ("MINDSIGHT_THREADS", "MINDSIGHT_REPLICAS")
+        }
         rest = {k: v for k, v in svc.items() if k not in ("command", "deploy")}
         return rest | {"healthcheck": check, "environment": env}
 
@@ -122,7 +126,9 @@ def test_photo_layout_is_two_variables_with_the_documented_defaults(
     """Issue 10 item 4: replicas and threads of the photo workers are one variable each, defaulted once."""
     photo = services["worker-photo"]
     assert photo["deploy"]["replicas"] == int(example_value("MINDSIGHT_PHOTO_WORKERS"))
-    assert photo["environment"]["MINDSIGHT_THREADS"] == example_value("MINDSIGHT_PHOTO_THREADS")
+    assert photo["environment"]["MINDSIGHT_THREADS"] == example_value("MINDSIGHT_PHOTO_THREADS") == "auto"
+    # auto shares the cores among the replicas: each replica knows how many there are
+    assert photo["environment"]["MINDSIGHT_REPLICAS"] == example_value("MINDSIGHT_PHOTO_WORKERS")
     assert "replicas" not in services["worker-text"].get("deploy", {})
     # On a GPU one process by default (deploy/docker-compose.gpu.yml says why).
     assert compose_config(project, gpu=True)["services"]["worker-photo"]["deploy"]["replicas"] == 1
@@ -135,6 +141,7 @@ def test_photo_layout_is_two_variables_with_the_documented_defaults(
         rendered = compose_config(custom, gpu=gpu)["services"]
         assert rendered["worker-photo"]["deploy"]["replicas"] == 3
         assert rendered["worker-photo"]["environment"]["MINDSIGHT_THREADS"] == "2"
+        assert rendered["worker-photo"]["environment"]["MINDSIGHT_REPLICAS"] == "3"
         assert rendered["worker-text"]["environment"]["MINDSIGHT_THREADS"] == "4"
 
 
