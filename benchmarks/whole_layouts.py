@@ -59,9 +59,9 @@ _PHOTO = re.compile(r"^photo-(\d+)p(?:-(\d+)t)?$")
 def gpu_approaches() -> tuple[str, ...]:
     """What `--whole --gpu` measures unless told otherwise: the GPU baselines, deploy/docker-compose.gpu.yml's
     default layout, and one more photo process (a second replica helps when the GPU waits on decoding)."""
-    layout = compose_gpu_layout()
-    n, threads = (layout[0], layout[1]) if layout else (1, 2)
-    return (*GPU_BASELINES, f"photo-{n}p-{threads}t", f"photo-{n + 1}p-{threads}t")
+    n = (compose_gpu_layout() or (1, 0, 0))[0]
+    layouts = [f"photo-{p}p-{compose_photo_threads(p) or 2}t" for p in (n, n + 1)]
+    return (*GPU_BASELINES, *layouts)
 
 
 class UnknownLayout(ValueError):
@@ -130,11 +130,22 @@ def compose_photo_layout(compose: Path = COMPOSE_FILE) -> tuple[int, int] | None
     """(processes, threads) of `worker-photo` as docker-compose.yml defaults them on this machine, read from
     the file so the bench never names a stale default (threads `auto`: this machine's cores shared among
     the processes, shared.device.auto_threads); None when the file does not say."""
-    found = _compose_defaults(compose, "MINDSIGHT_PHOTO_WORKERS", "MINDSIGHT_PHOTO_THREADS")
+    found = _compose_defaults(compose, "MINDSIGHT_PHOTO_WORKERS")
     if found is None:
         return None
-    processes, threads = int(found[0]), found[1]
-    return processes, auto_threads(processes) if threads == "auto" else int(threads)
+    processes = int(found[0])
+    threads = compose_photo_threads(processes, compose)
+    return None if threads is None else (processes, threads)
+
+
+def compose_photo_threads(processes: int, compose: Path = COMPOSE_FILE) -> int | None:
+    """The threads docker-compose.yml gives each of `processes` photo workers on this machine: its
+    MINDSIGHT_PHOTO_THREADS default, `auto` being this machine's cores shared among them; None when the
+    file does not say."""
+    found = _compose_defaults(compose, "MINDSIGHT_PHOTO_THREADS")
+    if found is None:
+        return None
+    return auto_threads(processes) if found[0] == "auto" else int(found[0])
 
 
 def compose_gpu_layout(
@@ -144,12 +155,10 @@ def compose_gpu_layout(
     MINDSIGHT_GPU_BATCH_SIZE from deploy/docker-compose.gpu.yml, the threads it keeps from
     docker-compose.yml; None when a file does not say."""
     override = _compose_defaults(gpu, "MINDSIGHT_PHOTO_WORKERS", "MINDSIGHT_GPU_BATCH_SIZE")
-    found = _compose_defaults(compose, "MINDSIGHT_PHOTO_THREADS")
-    if override is None or found is None:
+    threads = None if override is None else compose_photo_threads(int(override[0]), compose)
+    if override is None or threads is None:
         return None
-    processes = int(override[0])
-    threads = auto_threads(processes) if found[0] == "auto" else int(found[0])
-    return processes, threads, int(override[1])
+    return int(override[0]), threads, int(override[1])
 
 
 def _compose_defaults(compose: Path, *names: str) -> list[str] | None:

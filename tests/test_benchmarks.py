@@ -277,14 +277,12 @@ def test_the_gpu_bench_runs_ours_as_the_gpu_override_does(tmp_path: Path) -> Non
         gpu_approaches,
         parse_layout,
     )
+    from shared.device import auto_threads
 
     processes, threads, batch = compose_gpu_layout() or (0, 0, 0)
     assert processes >= 1 and batch > 1 and threads == (compose_photo_layout() or (0, 0))[1]
-    assert gpu_approaches() == (
-        "legacy",
-        f"photo-{processes}p-{threads}t",
-        f"photo-{processes + 1}p-{threads}t",
-    )
+    more = f"photo-{processes + 1}p-{auto_threads(processes + 1)}t"  # compose's auto threads, shared
+    assert gpu_approaches() == ("legacy", f"photo-{processes}p-{threads}t", more)
     default = parse_layout(f"photo-{processes}p-{threads}t", gpu=True)
     assert default.title.endswith("(deploy/docker-compose.gpu.yml's default)")
     assert default.router_env == {"MINDSIGHT_BATCH_SIZE": str(batch)}  # the router alone, as compose sets it
