@@ -6,6 +6,7 @@ tests/schemas/. What no schema knows (targets exist, triggers point at our Redis
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import redis
 import yaml
 from rq import Queue
 
+from shared.device import auto_threads
 from shared.settings import PLACEHOLDER_TOKENS, WorkerSettings
 from tests.deploy_support import dockerfile_stages as dfs
 from tests.deploy_support.cli_paths import resolve
@@ -141,6 +143,21 @@ def test_config_map_holds_only_known_non_secret_settings(base: list[Resource]) -
     assert not unknown, f"config.env sets variables nothing reads: {unknown}"
     assert not [k for k in data if env[k].secret], "secrets belong in the Secret, not the ConfigMap"
     assert data["MINDSIGHT_METRICS_PORT"] == "9100" and data["MINDSIGHT_MODELS_DIR"] == "/models"
+
+
+def test_threads_follow_each_pods_cpu_limit(base: list[Resource], tmp_path: Path) -> None:
+    """MINDSIGHT_THREADS=auto: a pod's threads are its CPU limit (cgroup v2 quota), never a second number."""
+    assert config(base)["MINDSIGHT_THREADS"] == "auto"
+    limits = {
+        name: main_container(res)["resources"]["limits"]["cpu"]
+        for name, res in by_kind(base, "Deployment").items()
+    }
+    for name, limit in limits.items():
+        millicores = int(limit[:-1]) if str(limit).endswith("m") else int(float(limit) * 1000)
+        cpu_max = tmp_path / f"{name}.cpu.max"
+        cpu_max.write_text(f"{millicores * 100} 100000\n")  # what the kubelet writes for that limit
+        expected = min(len(os.sched_getaffinity(0)), max(1, -(-millicores // 1000)))
+        assert auto_threads(1, cpu_max) == expected, name
 
 
 def test_containers_run_real_commands_with_probes_resources_and_secrets(base: list[Resource]) -> None:
