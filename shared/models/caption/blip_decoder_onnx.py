@@ -29,32 +29,27 @@ import numpy as np
 import torch
 from torch import nn
 
-DECODER_GRAPH = "decoder-int8.onnx"
-CROSS_GRAPH = "cross-int8.onnx"
-IDS = "input_ids"
-HIDDEN = "image_embeds"
-LOGITS = "logits"
+from shared.models.caption.blip_graphs import (
+    CROSS_GRAPH,
+    DECODER_GRAPH,
+    HIDDEN,
+    IDS,
+    LOGITS,
+    DecoderGraphs,
+    Heads,
+    cross_name,
+    past_name,
+    present_name,
+)
 
-
-def _past(i: int, kind: str) -> str:
-    return f"past_{kind}_{i}"
-
-
-def _cross(i: int, kind: str) -> str:
-    return f"cross_{kind}_{i}"
-
-
-def _present(i: int, kind: str) -> str:
-    return f"present_{kind}_{i}"
-
-
-class _Heads:
-    """The decoder's attention geometry, read from its config."""
-
-    def __init__(self, config: Any) -> None:
-        self.layers = int(config.num_hidden_layers)
-        self.heads = int(config.num_attention_heads)
-        self.size = int(config.hidden_size) // self.heads
+__all__ = [
+    "CROSS_GRAPH",
+    "DECODER_GRAPH",
+    "CrossKeys",
+    "DecoderStep",
+    "OnnxTextDecoder",
+    "export_decoder_int8",
+]
 
 
 class DecoderStep(nn.Module):
@@ -68,7 +63,7 @@ class DecoderStep(nn.Module):
     def __init__(self, decoder: Any) -> None:
         super().__init__()
         self.decoder = decoder
-        self.geo = _Heads(decoder.config)
+        self.geo = Heads.of(decoder.config)
 
     def _attend(self, attention: Any, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 mask: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
@@ -115,7 +110,7 @@ class CrossKeys(nn.Module):
     def __init__(self, decoder: Any) -> None:
         super().__init__()
         self.decoder = decoder
-        self.geo = _Heads(decoder.config)
+        self.geo = Heads.of(decoder.config)
 
     def forward(self, image_embeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
         b, s, _ = image_embeds.shape
@@ -136,12 +131,12 @@ def export_decoder_int8(decoder: Any, folder: Path, image_tokens: int, *, quanti
     from shared.models.onnx.export import DEFAULT_OPSET, quantize_graph
     from shared.models.onnx.towers import torchscript_export
 
-    geo = _Heads(decoder.config)
+    geo = Heads.of(decoder.config)
     width = int(decoder.config.encoder_hidden_size)
     n = geo.layers
-    past = [_past(i, k) for k in ("key", "value") for i in range(n)]
-    cross = [_cross(i, k) for k in ("key", "value") for i in range(n)]
-    present = [_present(i, k) for k in ("key", "value") for i in range(n)]
+    past = [past_name(i, k) for k in ("key", "value") for i in range(n)]
+    cross = [cross_name(i, k) for k in ("key", "value") for i in range(n)]
+    present = [present_name(i, k) for k in ("key", "value") for i in range(n)]
     axes: dict[str, dict[int, str]] = {IDS: {0: "batch", 1: "new"}, LOGITS: {0: "batch", 1: "new"}}
     axes |= {name: {0: "batch", 2: "past"} for name in past}
     axes |= {name: {0: "batch", 2: "image"} for name in cross}
@@ -171,46 +166,22 @@ def export_decoder_int8(decoder: Any, folder: Path, image_tokens: int, *, quanti
 
 class OnnxTextDecoder(nn.Module):
     """Stands in for BLIP's `text_decoder`: `generate` (greedy, KV cache) and `forward` (logits of every
-    position, as the int8 check feeds fp32's tokens) on the two onnxruntime graphs in `folder`."""
+    position, as the int8 check feeds fp32's tokens) on the two onnxruntime graphs in `folder`
+    (`blip_graphs.DecoderGraphs`, which the torch-free captioner runs too)."""
 
     def __init__(self, folder: Path, config: Any, generation_config: Any, threads: int) -> None:
         super().__init__()
-        from shared.models.onnx.session import open_session
-
-        fix = "run `mindsight models download --caption` to make the int8 caption model again"
         self.folder = folder
         self.config = config
         self.generation_config = generation_config
-        self.geo = _Heads(config)
-        self.step = open_session(folder / DECODER_GRAPH, ["CPUExecutionProvider"], threads, fix, prepack=True)
-        self.cross = open_session(folder / CROSS_GRAPH, ["CPUExecutionProvider"], threads, fix, prepack=True)
-
-    def _cross_feed(self, image_embeds: torch.Tensor) -> dict[str, np.ndarray]:
-        hidden = np.ascontiguousarray(image_embeds.detach().to("cpu", torch.float32).numpy())
-        outputs = self.cross.run(None, {HIDDEN: hidden})
-        n = self.geo.layers
-        return {_cross(i, "key"): outputs[i] for i in range(n)} | {
-            _cross(i, "value"): outputs[n + i] for i in range(n)
-        }
-
-    def _run(
-        self, ids: np.ndarray, caches: list[np.ndarray], feed: dict[str, np.ndarray]
-    ) -> list[np.ndarray]:
-        n = self.geo.layers
-        step = {IDS: ids} | {_past(i, "key"): caches[i] for i in range(n)}
-        step |= {_past(i, "value"): caches[n + i] for i in range(n)}
-        result: list[np.ndarray] = self.step.run(None, feed | step)
-        return result
-
-    def _empty(self, batch: int) -> list[np.ndarray]:
-        shape = (batch, self.geo.heads, 0, self.geo.size)
-        return [np.zeros(shape, np.float32) for _ in range(2 * self.geo.layers)]
+        self.graphs = DecoderGraphs(folder, Heads.of(config), threads)
 
     def forward(self, input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor, **_: Any) -> Any:
         from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
         ids = input_ids.detach().to("cpu", torch.long).numpy()
-        logits, *_caches = self._run(ids, self._empty(ids.shape[0]), self._cross_feed(encoder_hidden_states))
+        feed = self.graphs.cross_feed(_numpy(encoder_hidden_states))
+        logits, *_caches = self.graphs.run(ids, self.graphs.empty(ids.shape[0]), feed)
         return CausalLMOutputWithCrossAttentions(logits=torch.from_numpy(logits))
 
     def generate(
@@ -233,19 +204,12 @@ class OnnxTextDecoder(nn.Module):
         prompt = input_ids.detach().to("cpu", torch.long).numpy()
         limit = max_length if max_length is not None else self.generation_config.max_length
         new_tokens = max_new_tokens if max_new_tokens is not None else limit - prompt.shape[1]
-        feed = self._cross_feed(encoder_hidden_states)
-        caches = self._empty(prompt.shape[0])
-        ids, out = prompt, [prompt]
-        finished = np.zeros(prompt.shape[0], dtype=bool)
-        for step in range(max(new_tokens, 0)):
-            logits, *caches = self._run(ids, caches, feed)
-            scores = logits[:, -1, :]
-            if step < (min_new_tokens or 0) and 0 <= eos_token_id < scores.shape[1]:
-                scores[:, eos_token_id] = -np.inf
-            chosen = np.where(finished, pad_token_id, scores.argmax(-1))
-            out.append(chosen[:, None])
-            finished |= chosen == eos_token_id
-            if finished.all():
-                break
-            ids = chosen[:, None].astype(np.int64)
-        return torch.from_numpy(np.concatenate(out, axis=1))
+        hidden = _numpy(encoder_hidden_states)
+        tokens = self.graphs.greedy(
+            prompt, hidden, eos_token_id, pad_token_id, new_tokens, min_new_tokens or 0
+        )
+        return torch.from_numpy(tokens)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())

@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-VISION_GRAPH = "vision-int8.onnx"
-"""The quantised vision encoder in the int8 folder (its weights in `vision-int8.onnx.data` beside it)."""
-INPUT = "pixel_values"
+from shared.models.caption.blip_graphs import VISION_GRAPH, VISION_INPUT, VisionGraph
+
+__all__ = ["VISION_GRAPH", "OnnxVisionEncoder", "VisionFeatures", "export_vision_int8"]
+
 TORCHSCRIPT_EXPORT = True
 """Export with torch's TorchScript exporter: onnxruntime fuses the encoder's erf GELU (one `Gelu` kernel per
 layer) in the graph it writes, not in torch.export's spelling (Div, Erf, Add, Mul, Mul over 577 x 3072 per
@@ -56,7 +56,9 @@ def export_vision_int8(model: Any, folder: Path) -> Path:
         batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
         features = VisionFeatures(model.vision_model).eval()
         opset = DEFAULT_OPSET
-        export_module(features, example, fp32, INPUT, {0: batch}, opset, torchscript=TORCHSCRIPT_EXPORT)
+        export_module(
+            features, example, fp32, VISION_INPUT, {0: batch}, opset, torchscript=TORCHSCRIPT_EXPORT
+        )
         out = folder / VISION_GRAPH
         quantize_graph(fp32, out)
     finally:
@@ -65,20 +67,16 @@ def export_vision_int8(model: Any, folder: Path) -> Path:
 
 
 class OnnxVisionEncoder(torch.nn.Module):
-    """Stands in for `BlipVisionModel`: pixel values in, `BaseModelOutputWithPooling` out, run by an
-    onnxruntime session of the int8 graph. Only the last hidden state is computed (all captioning uses)."""
+    """Stands in for `BlipVisionModel`: pixel values in, `BaseModelOutputWithPooling` out, run by the int8
+    graph (`blip_graphs.VisionGraph`). Only the last hidden state is computed (all captioning uses)."""
 
     def __init__(self, graph: Path, threads: int) -> None:
         super().__init__()
-        from shared.models.onnx.session import open_session
-
-        fix = "run `mindsight models download --caption` to make the int8 caption model again"
-        self.graph = graph
-        self.session = open_session(graph, ["CPUExecutionProvider"], threads, fix, int8=True)
+        self.runner = VisionGraph(graph.parent, threads)
+        self.graph = self.runner.graph
 
     def forward(self, pixel_values: torch.Tensor, **_: Any) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        pixels = pixel_values.detach().to("cpu", torch.float32).numpy()
-        (hidden,) = self.session.run(None, {INPUT: np.ascontiguousarray(pixels)})
+        hidden = self.runner(pixel_values.detach().to("cpu", torch.float32).numpy())
         return BaseModelOutputWithPooling(last_hidden_state=torch.from_numpy(hidden), pooler_output=None)
