@@ -20,12 +20,11 @@ from PIL import Image
 from skimage import data
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from shared.models.caption import blip_captioner, blip_int8
+from shared.models.caption import blip_int8
 from shared.models.caption.blip_captioner import BlipCaptioner, load_captioner
 from shared.models.caption.blip_int8_file import (
     MANIFEST_NAME,
     WEIGHTS_FILE,
-    DynamicLinear,
     Int8FileManifest,
     current_versions,
     load_int8_file,
@@ -77,9 +76,10 @@ def test_the_loaded_file_computes_exactly_what_the_quantised_model_does(
     assert list(state["buffers"]) == ["text_decoder.bert.embeddings.position_ids"]  # not in a state_dict
 
     loaded = load_int8_file(folder)
-    linears = [m for m in loaded.modules() if isinstance(m, torch.nn.Linear | DynamicLinear)]
-    assert linears and all(isinstance(m, DynamicLinear) for m in linears)
-    assert len(linears) == sum(isinstance(m, DynamicLinear) for m in model.modules())  # type: ignore[attr-defined]
+    dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
+    linears = [m for m in loaded.modules() if isinstance(m, torch.nn.Linear | dynamic_linear)]
+    assert linears and all(isinstance(m, dynamic_linear) for m in linears)
+    assert len(linears) == sum(isinstance(m, dynamic_linear) for m in model.modules())  # type: ignore[attr-defined]
     with torch.inference_mode():
         want = model(pixel_values=ref.pixels, input_ids=ref.tokens).logits  # type: ignore[operator]
         got = loaded(pixel_values=ref.pixels, input_ids=ref.tokens).logits
@@ -171,7 +171,7 @@ def test_the_caption_worker_takes_a_matching_file(
 ) -> None:
     models = Path(store["MINDSIGHT_MODELS_DIR"])
     folder = saved(caption_int8_dir(models), quantised[0], models / NAME)
-    monkeypatch.setattr(blip_captioner, "fp32_reference", None)  # no check at start: it ran at download
+    monkeypatch.setattr(blip_int8, "fp32_reference", None)  # no check at start: it ran at download
     captioner = start(make_settings, store)
     info = captioner.runtime_info
     assert info.precision == "int8" and info.extra["int8_file"] == str(folder)

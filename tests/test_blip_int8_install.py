@@ -7,19 +7,25 @@ loader; a failed check is forced through the documented threshold, not by mockin
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from transformers import BlipConfig
 
 from mindsight.cli.main import cli
+from shared.models.base import Captioner
 from shared.models.caption import blip_int8
-from shared.models.caption.blip_captioner import ONNX_GENERATE_BATCH, BlipCaptioner, load_captioner
+from shared.models.caption.blip_captioner import BlipCaptioner, load_captioner
 from shared.models.caption.blip_decoder_onnx import CROSS_GRAPH, DECODER_GRAPH
-from shared.models.caption.blip_int8_file import MANIFEST_NAME, WEIGHTS_FILE
+from shared.models.caption.blip_int8_file import MANIFEST_NAME, WEIGHTS_FILE, verified_int8_file
+from shared.models.caption.blip_onnx_captioner import ONNX_GENERATE_BATCH, TOKENIZER_FILE, OnnxBlipCaptioner
 from shared.models.caption.blip_vision_onnx import VISION_GRAPH
 from shared.models.onnx import export as onnx_export
 from shared.models.onnx.checks import check_photos
@@ -54,11 +60,9 @@ def int8_dir(env: dict[str, str]) -> Path:
     return caption_int8_dir(Path(env["MINDSIGHT_MODELS_DIR"]))
 
 
-def captioner(make_settings: Callable[..., Settings], env: dict[str, str]) -> BlipCaptioner:
+def captioner(make_settings: Callable[..., Settings], env: dict[str, str]) -> Captioner:
     settings = make_settings(**env)
-    loaded = load_captioner(settings.caption, settings.store, "cpu")
-    assert isinstance(loaded, BlipCaptioner)
-    return loaded
+    return load_captioner(settings.caption, settings.store, "cpu")
 
 
 def test_download_makes_a_checked_int8_file_that_the_caption_worker_takes(
@@ -78,24 +82,54 @@ def test_download_makes_a_checked_int8_file_that_the_caption_worker_takes(
     assert list(manifest["weights"]) == ["model.safetensors"]
     assert not [p for p in int8_dir(cpu_env).parent.iterdir() if p.name.startswith(".")]  # no staging left
 
+    # both parts on onnxruntime: what captioning needs without torch is in the folder too
+    text = BlipConfig.from_pretrained(int8_dir(cpu_env)).text_config
+    facts = manifest["decoding"]
+    assert (facts["bos_token_id"], facts["eos_token_id"]) == (text.bos_token_id, text.sep_token_id)
+    assert (int8_dir(cpu_env) / TOKENIZER_FILE).is_file()
+
     worker = captioner(make_settings, cpu_env)  # MINDSIGHT_CAPTION_PRECISION unset: auto
+    assert isinstance(worker, OnnxBlipCaptioner)
     info = worker.runtime_info
     assert info.precision == "int8" and info.extra["int8_file"] == str(int8_dir(cpu_env))
-    assert info.extra["int8_check"] == manifest["check"]
+    assert info.extra["int8_check"] == manifest["check"] and info.extra["torch"] is False
     assert info.extra["vision_encoder"] == info.extra["text_decoder"] == "onnxruntime-int8"
-    assert info.runtime == "onnxruntime"  # what /readyz and the bench report: no longer "torch"
+    assert info.runtime == "onnxruntime"  # what /readyz and the bench report
 
-    # the onnxruntime decoder captions two photos per call (ONNX_GENERATE_BATCH), torch's one
+    # two photos per call (ONNX_GENERATE_BATCH): a one-photo step cannot keep two threads busy
     sizes: list[int] = []
-    generate = worker._model.generate
+    tokens = worker.tokens
 
-    def counting(**kw: Any) -> Any:
-        sizes.append(len(kw["pixel_values"]))
-        return generate(**kw)
+    def counting(pixels: Any) -> Any:
+        sizes.append(len(pixels))
+        return tokens(pixels)
 
-    worker._model.generate = counting
+    worker.tokens = counting  # type: ignore[method-assign]
     _, photos = check_photos()
-    assert len(worker.predict(photos)) == 3 and sizes == [ONNX_GENERATE_BATCH, 1] == [2, 1]
+    captions = worker.predict(photos)
+    assert len(captions) == 3 and sizes == [ONNX_GENERATE_BATCH, 1] == [2, 1]
+
+    # the same captions as BLIP in torch around the same int8 graphs (transformers' preprocessing,
+    # generate and tokenizer): the torch-free path changes where they run, not what they say
+    settings = make_settings(**cpu_env)
+    found = verified_int8_file(int8_dir(cpu_env), NAME, str(Path(cpu_env["MINDSIGHT_MODELS_DIR"]) / NAME))
+    torch_path = BlipCaptioner(
+        str(Path(cpu_env["MINDSIGHT_MODELS_DIR"]) / NAME), max_length=settings.caption.max_length,
+        local_files_only=True, precision="auto", int8_file=found,
+    )  # fmt: skip
+    assert torch_path.predict(photos) == captions and torch_path.runtime_info.runtime == "onnxruntime"
+
+    # a caption worker process with that folder never imports torch or transformers (~0.5 GB)
+    script = (
+        "import sys; from PIL import Image; from shared.settings import load_settings; "
+        "from shared.models.caption.blip_captioner import caption_needs_torch, load_captioner; "
+        "s = load_settings(None); assert not caption_needs_torch(s.caption, s.store, s.worker.device); "
+        "c = load_captioner(s.caption, s.store, 'cpu', 2); c.predict([Image.new('RGB', (640, 480))]); "
+        "print(type(c).__name__, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    env = {**os.environ, **cpu_env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["OnnxBlipCaptioner", "False", "False"], run.stderr[-2000:]
 
     code, out = download(cpu_env)  # a second download finds the file and leaves it
     assert code == 0 and f"present  int8    caption: {int8_dir(cpu_env)}" in out, out

@@ -57,9 +57,12 @@ def _torch_needed(settings: Settings, capabilities: list[Capability]) -> bool:
     from shared.models.clip.runtime import clip_needs_torch
 
     if Capability.CAPTION in capabilities:
-        return True
-    if not {Capability.CLIP, Capability.TEXT} & set(capabilities):
-        return False
+        from shared.models.caption.blip_captioner import caption_needs_torch
+
+        if caption_needs_torch(settings.caption, settings.store, settings.worker.device):
+            return True
+    if not {Capability.CLIP, Capability.TEXT, Capability.CAPTION} & set(capabilities):
+        return False  # captions are embedded by CLIP's text tower: it decides for them too
     return clip_needs_torch(settings.clip, settings.store, settings.worker.device)
 
 
@@ -113,7 +116,7 @@ def load_tasks(
                     device_pref=pref,
                     towers=["text"],  # captions are embedded as texts; no image tower needed
                 )
-                captioner = load_captioner(settings.caption, settings.store, device)
+                captioner = load_captioner(settings.caption, settings.store, device, settings.worker.threads)
                 captioner.load()
                 photo_tasks[cap] = CaptionTask(
                     captioner, text_models[first.label], settings.caption.model_name

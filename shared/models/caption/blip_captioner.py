@@ -1,7 +1,9 @@
 """BLIP image captioning (transformers `BlipForConditionalGeneration`), one `generate` call per batch.
 
 On CPU it runs int8 by default (MINDSIGHT_CAPTION_PRECISION=auto, see blip_int8.py) once int8 passes its
-check against fp32 at load; fp32 otherwise, and always on GPU.
+check against fp32 at load; fp32 otherwise, and always on GPU. `load_captioner` picks the torch-free
+captioner (`blip_onnx_captioner`) instead when the int8 file can caption without torch. Importing this
+module imports neither torch nor transformers: `BlipCaptioner` does when it loads.
 """
 
 from __future__ import annotations
@@ -9,26 +11,21 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image
-from transformers import BlipForConditionalGeneration, BlipProcessor
 
+from shared.device import DevicePref
 from shared.errors import ConfigError
 from shared.models.base import Captioner, RuntimeInfo
-from shared.models.caption.blip_int8 import (
-    MIN_LOGITS_COSINE,
-    MIN_TOKEN_AGREEMENT,
-    Int8CaptionCheck,
-    check_int8,
-    fp32_reference,
-    quantize_blip,
-)
-from shared.models.caption.blip_int8_file import Int8File, load_int8_file, verified_int8_file
+from shared.models.caption.blip_int8_file import Int8File, verified_int8_file
+from shared.models.caption.blip_onnx_captioner import ONNX_GENERATE_BATCH, OnnxBlipCaptioner, torch_free
 from shared.models.store.locations import caption_int8_dir
 from shared.models.store.source import hub_offline, parse_source
 from shared.settings import CaptionSettings, ModelStoreSettings
+
+if TYPE_CHECKING:
+    from shared.models.caption.blip_int8 import Int8CaptionCheck
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +55,12 @@ def resolve_caption_source(name: str, models_dir: Path) -> str:
     return parsed.raw
 
 
-def read_blip(source: str, cls: Any, local_files_only: bool) -> Any:
-    """`cls.from_pretrained(source)` (the processor or the fp32 model); ConfigError saying what to do."""
+def read_blip(source: str, cls: Any, local_files_only: bool, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(source, **kwargs)` (the processor or the fp32 model); ConfigError saying what
+    to do."""
     try:
         with hub_offline(local_files_only):
-            return cls.from_pretrained(source, local_files_only=local_files_only)
+            return cls.from_pretrained(source, local_files_only=local_files_only, **kwargs)
     except (OSError, ValueError) as exc:  # missing files, offline cache miss, bad repo id
         # transformers' messages run on for lines; their first sentence says what was missing.
         reason = (str(exc).strip() or repr(exc)).split(". ")[0].splitlines()[0][:300]
@@ -78,12 +76,6 @@ CPU_GENERATE_BATCH = 1
 in fp32 and torch int8 alike (`make bench-caption`, BLIP-base shapes, 16 tokens, one thread: torch int8
 1008 ms per caption at batch 1 against 911 at batch 4 on a quiet box, 1060 / 1192 on a loaded one; 2439 /
 3225 / 3486 ms at batch 1 / 4 / 8 fp32 loaded), so a job's photos are captioned one after the other."""
-ONNX_GENERATE_BATCH = 2
-"""Photos per call with the int8 file's onnxruntime decoder (`blip_decoder_onnx`): a one-photo step is too
-small to keep two threads busy. Whole-photo bench, compose default (1 process x 2 threads, 12 photos):
-1.18 photos/s at batch 1, 1.48 at 2, 1.44 at 4, peak RSS of the stack 2,675 / 2,782 / 2,987 MiB. As with
-any dynamic int8, a caption can differ slightly with the photo batched with it. A GPU takes the whole job
-in one call."""
 
 
 class BlipCaptioner(Captioner):
@@ -129,8 +121,11 @@ class BlipCaptioner(Captioner):
         self._processor: Any = None
 
     def _load(self) -> None:
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
         int8 = self.wanted_precision != "fp32" and self.device.startswith("cpu")
-        self._processor = read_blip(self.source, BlipProcessor, self.local_files_only)
+        # PIL preprocessing, as the torch-free captioner computes it (torchvision's resize differs slightly)
+        self._processor = read_blip(self.source, BlipProcessor, self.local_files_only, backend="pil")
         if not (int8 and self.int8_file is not None and self._from_int8_file(self.int8_file)):
             self._model = read_blip(self.source, BlipForConditionalGeneration, self.local_files_only)
             self._model = self._model.to(self.device).eval()
@@ -146,6 +141,9 @@ class BlipCaptioner(Captioner):
                 "greedily; quantising the torch model at start instead", self.source, self.num_beams,
             )  # fmt: skip
             return False
+        from shared.models.caption.blip_int8 import Int8CaptionCheck
+        from shared.models.caption.blip_int8_file import load_int8_file
+
         try:
             self._model = load_int8_file(int8_file.folder)
         except (OSError, RuntimeError, ValueError, KeyError, ConfigError, pickle.UnpicklingError) as exc:
@@ -164,6 +162,16 @@ class BlipCaptioner(Captioner):
     def _to_int8(self) -> None:
         """Quantise the model in place and keep it when it passes its check against fp32; otherwise say so
         loudly and load fp32 again (in place spares a second fp32 copy at every start; failures are rare)."""
+        from transformers import BlipForConditionalGeneration
+
+        from shared.models.caption.blip_int8 import (
+            MIN_LOGITS_COSINE,
+            MIN_TOKEN_AGREEMENT,
+            check_int8,
+            fp32_reference,
+            quantize_blip,
+        )
+
         reference = fp32_reference(self._model, self._processor)
         self._model = quantize_blip(self._model, inplace=True)
         check = check_int8(self._model, reference)
@@ -181,6 +189,8 @@ class BlipCaptioner(Captioner):
         self._model = self._model.to(self.device).eval()
 
     def _predict(self, batch: list[Image.Image]) -> list[str]:
+        import torch
+
         step = len(batch) if self.device.startswith("cuda") else self._cpu_batch()
         captions: list[str] = []
         for start in range(0, len(batch), step):
@@ -231,12 +241,35 @@ class BlipCaptioner(Captioner):
         )
 
 
-def load_captioner(caption: CaptionSettings, store: ModelStoreSettings, device: str) -> Captioner:
-    """Build the configured BLIP captioner on `device` and load it now, so a missing model fails start-up."""
+def caption_needs_torch(caption: CaptionSettings, store: ModelStoreSettings, pref: DevicePref) -> bool:
+    """True unless captions will run without torch (`load_captioner` picking `OnnxBlipCaptioner`): on a
+    CPU (as CLIP decides it: onnxruntime offers no CUDA for `pref`), int8, with an int8 file that can."""
+    from shared.models.clip.runtime import expects_gpu
+
+    if caption.precision == "fp32" or expects_gpu("cpu", pref):
+        return True
+    try:
+        source = resolve_caption_source(caption.model_name, store.models_dir)
+    except ConfigError:
+        return True  # load_captioner says what is wrong
+    found = verified_int8_file(caption_int8_dir(store.models_dir), caption.model_name, source, quiet=True)
+    return not torch_free(found, caption.num_beams)
+
+
+def load_captioner(
+    caption: CaptionSettings, store: ModelStoreSettings, device: str, threads: int = 1
+) -> Captioner:
+    """Build the configured BLIP captioner on `device` and load it now, so a missing model fails start-up:
+    without torch when the int8 file allows it (`blip_onnx_captioner.torch_free`, on `threads`), else
+    BLIP in torch."""
     source = resolve_caption_source(caption.model_name, store.models_dir)
     int8_file = None
     if caption.precision != "fp32" and device.startswith("cpu"):
         int8_file = verified_int8_file(caption_int8_dir(store.models_dir), caption.model_name, source)
+    if int8_file is not None and torch_free(int8_file, caption.num_beams):
+        onnx = OnnxBlipCaptioner(source, int8_file, max_length=caption.max_length, threads=threads)
+        onnx.load()
+        return onnx
     captioner = BlipCaptioner(
         source,
         device=device,

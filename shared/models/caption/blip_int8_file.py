@@ -20,27 +20,28 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConfigError
 from shared.models.store.source import HF_WEIGHT_FILES
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "blip-int8.pt"
 MANIFEST_NAME = "mindsight_int8.json"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Bumped when the layout changes; a file of another format is not loaded (quantised at start instead, until
 `mindsight models download` makes it again). 2: the vision encoder may be an onnxruntime graph; 3: the text
-decoder too."""
+decoder too; 4: with both on onnxruntime, the facts and the tokenizer that caption without torch
+(`blip_onnx_captioner`)."""
 PACKED = "._packed_params._packed_params"
 """The state_dict key suffix under which a dynamic int8 Linear keeps its (int8 weight, fp32 bias)."""
 VERSIONED = ("torch", "transformers")
 """Whose versions must match the ones the file was written with: torch owns the packed format, transformers
 the module tree the state_dict's keys name."""
-DynamicLinear = torch.ao.nn.quantized.dynamic.Linear
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Int8FileManifest:
     """What runs the vision encoder: `onnxruntime-int8` (the graph in the folder) or `torch-int8`."""
     decoder: str = "torch-int8"
     """What runs the text decoder: `onnxruntime-int8` (blip_decoder_onnx's graphs) or `torch-int8`."""
+    decoding: dict[str, Any] | None = None
+    """`blip_onnx_captioner.CaptionFacts` when the graphs caption without torch (its tokenizer beside)."""
     format: int = FORMAT_VERSION
 
 
@@ -78,6 +81,8 @@ def weights_fingerprint(source: str) -> dict[str, list[int]]:
 
 def save_int8_file(folder: Path, model: Any, manifest: Int8FileManifest) -> None:
     """Write a quantised BLIP and its manifest into `folder` (the manifest last)."""
+    import torch
+
     state = model.state_dict()
     buffers = {n: b for n, b in model.named_buffers() if n not in state}  # non-persistent: position ids
     torch.save({"state_dict": state, "buffers": buffers}, folder / WEIGHTS_FILE)
@@ -145,6 +150,7 @@ def verified_int8_file(folder: Path, model_name: str, source: str, *, quiet: boo
 def load_int8_file(folder: Path, threads: int | None = None) -> Any:
     """The quantised BLIP in `folder`, built without materialising its fp32 Linear weights. Its onnxruntime
     vision encoder, when the folder has one, runs on `threads` (default: as many as torch in this process)."""
+    import torch
     from transformers import BlipConfig, BlipForConditionalGeneration, GenerationConfig
 
     from shared.models.caption.blip_decoder_onnx import DECODER_GRAPH, OnnxTextDecoder
@@ -177,6 +183,8 @@ def load_int8_file(folder: Path, threads: int | None = None) -> Any:
 
 def same_outputs(loaded: Any, model: Any, pixels: torch.Tensor, input_ids: torch.Tensor) -> bool:
     """True when a model loaded from the file computes exactly the logits of the one it was saved from."""
+    import torch
+
     with torch.inference_mode():
         want = model(pixel_values=pixels, input_ids=input_ids).logits
         got = loaded(pixel_values=pixels, input_ids=input_ids).logits
@@ -189,11 +197,13 @@ def _to_dynamic_int8(model: torch.nn.Module, name: str) -> None:
     Built 1x1 and then given its shape: `load_state_dict` packs the file's weights into it, and an empty
     (out x in) int8 weight packed per layer would add a second int8 model to the peak (~0.1 GB measured).
     """
+    import torch
+
     owner, _, attr = name.rpartition(".")
     parent = model.get_submodule(owner)
     linear = getattr(parent, attr)
     if type(linear) is not torch.nn.Linear:
         raise ConfigError(f"int8 file holds packed weights for {name}, a {type(linear).__name__} in BLIP")
-    int8 = DynamicLinear(1, 1, bias_=linear.bias is not None)
+    int8 = torch.ao.nn.quantized.dynamic.Linear(1, 1, bias_=linear.bias is not None)
     int8.in_features, int8.out_features = linear.in_features, linear.out_features
     setattr(parent, attr, int8)

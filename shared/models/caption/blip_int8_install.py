@@ -82,7 +82,7 @@ def _make(name: str, source: str, settings: Settings, progress: Callable[[str], 
     offline = settings.store.offline
     folder = caption_int8_dir(settings.store.models_dir)
     progress(f"caption {name}: loading fp32, quantising to int8 and checking it against fp32 on photos")
-    processor = read_blip(source, BlipProcessor, offline)
+    processor = read_blip(source, BlipProcessor, offline, backend="pil")  # as the workers preprocess
     model = read_blip(source, BlipForConditionalGeneration, offline).eval()
     reference = blip_int8.fp32_reference(model, processor)
     with staged_folder(folder) as tmp:
@@ -109,6 +109,7 @@ def _make(name: str, source: str, settings: Settings, progress: Callable[[str], 
             vision=vision,
             decoder=decoder,
         )
+        manifest = _with_torch_free_parts(manifest, int8, processor, reference, tmp, progress)
         save_int8_file(tmp, int8, manifest)
         if not same_outputs(load_int8_file(tmp), int8, reference.pixels, reference.tokens):
             raise ConfigError("the int8 file, loaded back, computes other logits than the model it holds")
@@ -123,6 +124,41 @@ def quantize_for_file(model: Any, folder: Path, progress: Callable[[str], None])
 
     vision, decoder = _onnx_parts(model, folder, progress)
     return blip_int8.quantize_blip(model, inplace=True), vision, decoder
+
+
+def _with_torch_free_parts(
+    manifest: Any, int8: Any, processor: Any, reference: Any, folder: Path, progress: Callable[[str], None]
+) -> Any:
+    """`manifest` with the facts that caption without torch (`blip_onnx_captioner`), and BLIP's tokenizer
+    written beside, when both parts run on onnxruntime and the torch-free captioner picks exactly the
+    tokens `int8` picks on the check's photos; `manifest` unchanged (captions on torch) otherwise."""
+    import dataclasses
+
+    import torch
+
+    from shared.models.caption.blip_int8_file import Int8File
+    from shared.models.caption.blip_onnx_captioner import TOKENIZER_FILE, CaptionFacts, OnnxBlipCaptioner
+
+    if (manifest.vision, manifest.decoder) != ("onnxruntime-int8", "onnxruntime-int8"):
+        return manifest
+    facts = CaptionFacts.of(int8, processor)
+    backend = getattr(processor.tokenizer, "backend_tokenizer", None)
+    if facts is None or backend is None:
+        progress("caption: this model's preprocessing or tokenizer is not one the torch-free path runs")
+        return manifest
+    backend.save(str(folder / TOKENIZER_FILE))
+    candidate = dataclasses.replace(manifest, decoding=facts.as_dict())
+    max_length = int(reference.tokens.shape[1])
+    onnx = OnnxBlipCaptioner("check", Int8File(folder, candidate), max_length=max_length, threads=1)
+    onnx.load()
+    with torch.inference_mode():
+        want = int8.generate(pixel_values=reference.pixels, max_length=max_length, num_beams=1).numpy()
+    got = onnx.tokens(reference.pixels.numpy())
+    if got.shape != want.shape or not (got == want).all():
+        (folder / TOKENIZER_FILE).unlink()
+        progress("caption: the torch-free captioner did not reproduce int8's tokens; captions stay on torch")
+        return manifest
+    return candidate
 
 
 class _CheckFailed(Exception):
