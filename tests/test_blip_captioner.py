@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
@@ -144,3 +147,26 @@ def test_impossible_generation_settings_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=needle):
         _captioner(make_settings, tiny_blip_dir, **env)
+
+
+def test_torch_free_pixels_are_blips_pil_processor(tiny_blip_dir: Path) -> None:
+    """The torch-free captioner's preprocessing equals BLIP's PIL image processor (what both paths use)."""
+    from transformers import BlipConfig, BlipProcessor
+
+    from shared.models.caption.blip_onnx_captioner import CaptionFacts
+
+    processor = BlipProcessor.from_pretrained(tiny_blip_dir, backend="pil")
+    model = SimpleNamespace(config=BlipConfig.from_pretrained(tiny_blip_dir))
+    facts = CaptionFacts.of(model, processor)
+    assert facts is not None and CaptionFacts.from_manifest(json.loads(json.dumps(facts.as_dict()))) == facts
+    rgba = Image.fromarray(data.astronaut()).convert("RGBA")
+    photos = [
+        Image.fromarray(data.coffee()),
+        Image.fromarray(data.camera()),
+        rgba,
+        Image.new("RGB", (7, 3000)),
+    ]
+    want = processor(images=photos, return_tensors="np")["pixel_values"]
+    got = facts.pixels(photos)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-5
