@@ -246,14 +246,23 @@ def caption_needs_torch(caption: CaptionSettings, store: ModelStoreSettings, pre
     CPU (as CLIP decides it: onnxruntime offers no CUDA for `pref`), int8, with an int8 file that can."""
     from shared.models.clip.runtime import expects_gpu
 
-    if caption.precision == "fp32" or expects_gpu("cpu", pref):
+    if expects_gpu("cpu", pref):
         return True
     try:
         source = resolve_caption_source(caption.model_name, store.models_dir)
     except ConfigError:
         return True  # load_captioner says what is wrong
-    found = verified_int8_file(caption_int8_dir(store.models_dir), caption.model_name, source, quiet=True)
-    return not torch_free(found, caption.num_beams)
+    return not torch_free(_cpu_int8_file(caption, store, source, quiet=True), caption.num_beams)
+
+
+def _cpu_int8_file(
+    caption: CaptionSettings, store: ModelStoreSettings, source: str, *, quiet: bool = False
+) -> Int8File | None:
+    """The checked int8 file a CPU worker takes for this caption model (None: fp32 asked for, or no
+    matching file)."""
+    if caption.precision == "fp32":
+        return None
+    return verified_int8_file(caption_int8_dir(store.models_dir), caption.model_name, source, quiet=quiet)
 
 
 def load_captioner(
@@ -263,9 +272,7 @@ def load_captioner(
     without torch when the int8 file allows it (`blip_onnx_captioner.torch_free`, on `threads`), else
     BLIP in torch."""
     source = resolve_caption_source(caption.model_name, store.models_dir)
-    int8_file = None
-    if caption.precision != "fp32" and device.startswith("cpu"):
-        int8_file = verified_int8_file(caption_int8_dir(store.models_dir), caption.model_name, source)
+    int8_file = _cpu_int8_file(caption, store, source) if device.startswith("cpu") else None
     if int8_file is not None and torch_free(int8_file, caption.num_beams):
         onnx = OnnxBlipCaptioner(source, int8_file, max_length=caption.max_length, threads=threads)
         onnx.load()

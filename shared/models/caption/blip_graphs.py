@@ -61,10 +61,10 @@ class Heads:
 class VisionGraph:
     """Pixel values [b, 3, s, s] -> the image's hidden states [b, tokens, width], on onnxruntime int8."""
 
-    def __init__(self, folder: Path, threads: int) -> None:
+    def __init__(self, graph: Path, threads: int) -> None:
         from shared.models.onnx.session import open_session
 
-        self.graph = folder / VISION_GRAPH
+        self.graph = graph
         self.session = open_session(self.graph, ["CPUExecutionProvider"], threads, REMAKE, int8=True)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from shared.errors import ConfigError
 from shared.models.base import Captioner, RuntimeInfo
-from shared.models.caption.blip_graphs import REMAKE, DecoderGraphs, Heads, VisionGraph
+from shared.models.caption.blip_graphs import REMAKE, VISION_GRAPH, DecoderGraphs, Heads, VisionGraph
 
 if TYPE_CHECKING:
     from shared.models.caption.blip_int8_file import Int8File
@@ -148,7 +148,7 @@ class OnnxBlipCaptioner(Captioner):
             self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         except Exception as exc:  # tokenizers raises its own Exception subclass for a bad file
             raise ConfigError(f"cannot read {folder / TOKENIZER_FILE}: {exc}; {REMAKE}") from exc
-        self._vision = VisionGraph(folder, self.threads)
+        self._vision = VisionGraph(folder / VISION_GRAPH, self.threads)
         self._decoder = DecoderGraphs(folder, Heads(facts.layers, facts.heads, facts.head_size), self.threads)
         log.info(
             "caption model %s: int8 file %s on onnxruntime without torch (checked at download)",

@@ -72,8 +72,8 @@ class OnnxVisionEncoder(torch.nn.Module):
 
     def __init__(self, graph: Path, threads: int) -> None:
         super().__init__()
-        self.runner = VisionGraph(graph.parent, threads)
-        self.graph = self.runner.graph
+        self.runner = VisionGraph(graph, threads)
+        self.graph = graph
 
     def forward(self, pixel_values: torch.Tensor, **_: Any) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
