@@ -7,6 +7,7 @@ loader; a failed check is forced through the documented threshold, not by mockin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from transformers import BlipConfig
 from mindsight.cli.main import cli
 from shared.models.base import Captioner
 from shared.models.caption import blip_int8
-from shared.models.caption.blip_captioner import BlipCaptioner, load_captioner
+from shared.models.caption.blip_captioner import BlipCaptioner, caption_needs_torch, load_captioner
 from shared.models.caption.blip_decoder_onnx import CROSS_GRAPH, DECODER_GRAPH
 from shared.models.caption.blip_int8_file import MANIFEST_NAME, WEIGHTS_FILE, verified_int8_file
 from shared.models.caption.blip_onnx_captioner import ONNX_GENERATE_BATCH, TOKENIZER_FILE, OnnxBlipCaptioner
@@ -190,3 +191,38 @@ def test_without_the_onnx_exporter_the_vision_encoder_stays_on_torch(
     assert not [p for p in int8_dir(cpu_env).iterdir() if p.suffix in (".onnx", ".data")]
     info = captioner(make_settings, cpu_env).runtime_info
     assert info.precision == "int8" and info.extra["text_decoder"] == "torch-int8" and info.runtime == "torch"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"bos_token_id": "[DEC]"},
+        {"image_size": [384]},
+        {"image_mean": [0.5, 0.5, float("nan"), 0.5]},
+        {"heads": 0},
+        {"layers": None},
+        {"image_size": {"height": 384, "width": 384}},  # a dict where a pair belongs
+    ],
+)
+def test_unreadable_decoding_facts_fall_back_to_torch_loudly(
+    cpu_env: dict[str, str],
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+    damage: dict[str, Any],
+) -> None:
+    """A hand-edited or damaged manifest never stops a caption worker: it captions on torch and says how
+    to remake the folder."""
+    code, out = download(cpu_env)
+    assert code == 0, out
+    path = int8_dir(cpu_env) / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    manifest["decoding"] |= damage
+    path.write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING):
+        worker = captioner(make_settings, cpu_env)
+    assert isinstance(worker, BlipCaptioner) and worker.runtime_info.precision == "int8"
+    assert "decoding facts are unreadable" in caplog.text and "models download --caption" in caplog.text
+    _, photos = check_photos()
+    assert len(worker.predict(photos[:1])) == 1
+    settings = make_settings(**cpu_env)
+    assert caption_needs_torch(settings.caption, settings.store, "cpu")

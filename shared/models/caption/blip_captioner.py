@@ -252,7 +252,7 @@ def caption_needs_torch(caption: CaptionSettings, store: ModelStoreSettings, pre
         source = resolve_caption_source(caption.model_name, store.models_dir)
     except ConfigError:
         return True  # load_captioner says what is wrong
-    return not torch_free(_cpu_int8_file(caption, store, source, quiet=True), caption.num_beams)
+    return not torch_free(_cpu_int8_file(caption, store, source, quiet=True), caption.num_beams, quiet=True)
 
 
 def _cpu_int8_file(

@@ -89,10 +89,25 @@ class CaptionFacts:
 
     @classmethod
     def from_manifest(cls, data: dict[str, Any]) -> CaptionFacts:
-        fields = dict(data)
-        for name in ("image_size", "image_mean", "image_std"):
-            fields[name] = tuple(fields[name])
-        return cls(**fields)
+        """The facts as `as_dict` wrote them; TypeError, ValueError or KeyError when they are not."""
+
+        def floats(name: str, n: int) -> tuple[float, ...]:
+            values = tuple(float(x) for x in data[name])
+            if len(values) != n:
+                raise ValueError(f"{name} has {len(values)} values, not {n}")
+            return values
+
+        ints = {
+            name: int(data[name]) for name in ("bos_token_id", "eos_token_id", "pad_token_id", "resample")
+        }
+        sizes = {name: int(data[name]) for name in ("layers", "heads", "head_size")}
+        height, width = (int(x) for x in floats("image_size", 2))
+        if min(height, width, *sizes.values()) < 1:
+            raise ValueError("image_size, layers, heads and head_size must be positive")
+        return cls(
+            **ints, **sizes, image_size=(height, width), rescale_factor=float(data["rescale_factor"]),
+            image_mean=floats("image_mean", 3), image_std=floats("image_std", 3),  # type: ignore[arg-type]
+        )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,14 +126,26 @@ class CaptionFacts:
         return out
 
 
-def torch_free(int8_file: Int8File | None, num_beams: int) -> bool:
-    """Whether `int8_file` can caption without torch: both parts on onnxruntime, the facts and the
-    tokenizer written at download, greedy decoding."""
+def torch_free(int8_file: Int8File | None, num_beams: int, *, quiet: bool = False) -> bool:
+    """Whether `int8_file` can caption without torch: both parts on onnxruntime, readable facts and the
+    tokenizer written at download, greedy decoding. Unreadable facts fall back to torch with a WARNING
+    (unless `quiet`) saying how to remake the folder."""
     if int8_file is None or num_beams != 1:
         return False
     manifest = int8_file.manifest
     parts = (manifest.vision, manifest.decoder) == ("onnxruntime-int8", "onnxruntime-int8")
-    return parts and manifest.decoding is not None and (int8_file.folder / TOKENIZER_FILE).is_file()
+    if not (parts and manifest.decoding is not None and (int8_file.folder / TOKENIZER_FILE).is_file()):
+        return False
+    try:
+        CaptionFacts.from_manifest(manifest.decoding)
+    except (TypeError, ValueError, KeyError) as exc:
+        if not quiet:
+            log.warning(
+                "caption int8 file %s: its decoding facts are unreadable (%s: %s); captions run on torch; %s",
+                int8_file.folder, type(exc).__name__, exc, REMAKE,
+            )  # fmt: skip
+        return False
+    return True
 
 
 class OnnxBlipCaptioner(Captioner):
